@@ -1,0 +1,43 @@
+"""Typed errors of the engine. Every message says what went wrong and what to do about it."""
+
+from __future__ import annotations
+
+
+class AnimateDiffError(Exception):
+    """Base class of every error the engine raises on purpose."""
+
+
+class MotionModuleError(AnimateDiffError, ValueError):
+    """A motion-module file cannot be used."""
+
+
+class UnsafeFileError(MotionModuleError):
+    """A pickle file would run code or build objects beyond plain tensors when loaded."""
+
+
+class CorruptFileError(MotionModuleError):
+    """The file is empty, truncated or not in a format we can read."""
+
+
+class NotAMotionModuleError(MotionModuleError):
+    """The file holds tensors, but not those of a motion module."""
+
+
+class IncompatibleModelError(AnimateDiffError, ValueError):
+    """The motion module does not fit the loaded checkpoint (SD1.5 vs SDXL, channels)."""
+
+
+class TooManyFramesError(AnimateDiffError, ValueError):
+    """More frames in one UNet call than the module's positional table holds."""
+
+
+class ParameterError(AnimateDiffError, ValueError):
+    """A user-supplied parameter is invalid; the message names the field and what is allowed."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"AnimateDiff parameter '{field}': {message}")
+        self.field = field
+
+
+class OutputError(AnimateDiffError):
+    """Writing or uploading an output failed."""
