@@ -1,0 +1,194 @@
+"""Where motion modules go in an ldm/sgm UNet, derived from the UNet's block structure.
+
+The UNet is read, not assumed: its ``input_blocks`` are walked, a level ends at each ``Downsample``,
+and every block holding a ``ResBlock`` is a motion-module site of that level (SD1.5: input blocks
+1, 2, 4, 5, 7, 8, 10, 11; SDXL: 1, 2, 4, 5, 7, 8). ``output_blocks`` are walked the same way, a level
+ending at each ``Upsample``; the module goes *before* a trailing ``Upsample`` and at the end otherwise.
+In the middle block (V2-type modules only) it goes before the final ResBlock. Classes are recognised
+by name so the same code serves ldm (SD1.x/2.x) and sgm (SDXL) without importing either.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import Tensor, nn
+
+from .errors import IncompatibleModelError, TooManyFramesError
+from .model import MotionModule, TemporalModule
+
+
+class FrameState:
+    """The frame count of the UNet call in progress, shared by every inserted module.
+
+    ``num_frames`` is the number of consecutive rows that form one video in the current call.
+    """
+
+    def __init__(self, num_frames: int, max_frames: int) -> None:
+        self.max_frames = max_frames
+        self._num_frames = 0
+        self.num_frames = num_frames
+
+    @property
+    def num_frames(self) -> int:
+        return self._num_frames
+
+    @num_frames.setter
+    def num_frames(self, value: int) -> None:
+        value = int(value)
+        if value < 1:
+            raise ValueError(f"num_frames must be at least 1, got {value}")
+        if value > self.max_frames:
+            raise TooManyFramesError(
+                f"{value} frames in one UNet call, but the motion module's positional table holds "
+                f"{self.max_frames}: use a context length of {self.max_frames} or less"
+            )
+        self._num_frames = value
+
+
+class InsertedTemporal(nn.Module):
+    """Adapter placed in a ``TimestepEmbedSequential``: called as ``layer(x)``, runs ``module(x, F)``."""
+
+    def __init__(self, module: TemporalModule, state: FrameState, name: str) -> None:
+        super().__init__()
+        self.module = module
+        self.site = name
+        object.__setattr__(self, "_state", state)  # not a submodule, not a parameter
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.module(x, self._state.num_frames)
+
+    def extra_repr(self) -> str:
+        return f"site={self.site}"
+
+
+@dataclass(frozen=True)
+class Site:
+    """One insertion: ``module`` goes into ``block`` (a TimestepEmbedSequential) at ``index``."""
+
+    name: str  # e.g. "input_blocks.1", "middle_block", "output_blocks.2"
+    block: nn.Sequential
+    index: int
+    channels: int
+    pick: Callable[[MotionModule], TemporalModule | None]
+
+
+def _kind(layer: nn.Module) -> str:
+    return type(layer).__name__
+
+
+def _resblock_channels(block: nn.Module) -> int | None:
+    for layer in block:  # type: ignore[attr-defined]
+        if _kind(layer) == "ResBlock":
+            return int(layer.out_channels)
+    return None
+
+
+def _down_sites(unet: nn.Module) -> list[tuple[int, int, int, nn.Sequential, int]]:
+    """(level, index within level, channels, block, block number) for each input block with a ResBlock."""
+    sites: list[tuple[int, int, int, nn.Sequential, int]] = []
+    level, index = 0, 0
+    for number, block in enumerate(unet.input_blocks):  # type: ignore[attr-defined]
+        kinds = [_kind(layer) for layer in block]
+        if "Downsample" in kinds:
+            level, index = level + 1, 0
+            continue
+        channels = _resblock_channels(block)
+        if channels is not None:
+            sites.append((level, index, channels, block, number))
+            index += 1
+    return sites
+
+
+def _up_sites(unet: nn.Module) -> list[tuple[int, int, int, nn.Sequential, int, bool]]:
+    """(up level, index in level, channels, block, block number, ends with Upsample) per output block."""
+    sites: list[tuple[int, int, int, nn.Sequential, int, bool]] = []
+    level, index = 0, 0
+    for number, block in enumerate(unet.output_blocks):  # type: ignore[attr-defined]
+        channels = _resblock_channels(block)
+        upsample = _kind(block[-1]) == "Upsample"
+        if channels is not None:
+            sites.append((level, index, channels, block, number, upsample))
+            index += 1
+        if upsample:
+            level, index = level + 1, 0
+    return sites
+
+
+def _describe(levels: int) -> str:
+    return {4: "SD1.5/SD2-shaped (4 levels)", 3: "SDXL-shaped (3 levels)"}.get(levels, f"{levels}-level")
+
+
+def plan_sites(unet: nn.Module, mm: MotionModule) -> list[Site]:
+    """Every insertion site for ``mm`` in ``unet``; raises IncompatibleModelError on any mismatch."""
+    spec = mm.spec
+    down, up = _down_sites(unet), _up_sites(unet)
+    unet_levels = 1 + max((site[0] for site in down), default=-1)
+    if unet_levels != len(spec.channels):
+        base = "SDXL" if spec.base == "sdxl" else "SD1.5"
+        raise IncompatibleModelError(
+            f"this {base} motion module ({spec.family}) needs a {_describe(len(spec.channels))} UNet, but the "
+            f"loaded checkpoint's UNet is {_describe(unet_levels)}: pick a motion module made for this checkpoint"
+        )
+    sites: list[Site] = []
+    for level, index, channels, block, number in down:
+        if index > 1:
+            raise IncompatibleModelError(f"UNet level {level} has more than 2 ResBlocks; not an SD-family UNet")
+        sites.append(Site(f"input_blocks.{number}", block, len(block), channels,
+                          lambda m, lv=level, ix=index: m.down(lv, ix)))
+    if spec.mid_block:
+        mid = unet.middle_block  # type: ignore[attr-defined]
+        sites.append(Site("middle_block", mid, len(mid) - 1, _resblock_channels(mid) or -1, lambda m: m.mid()))
+    for level, index, channels, block, number, upsample in up:
+        if index > 2:
+            raise IncompatibleModelError(f"UNet up level {level} has more than 3 ResBlocks; not an SD-family UNet")
+        sites.append(Site(f"output_blocks.{number}", block, len(block) - 1 if upsample else len(block), channels,
+                          lambda m, lv=level, ix=index: m.up(lv, ix)))
+    _check_channels(sites, mm)
+    return sites
+
+
+def _check_channels(sites: list[Site], mm: MotionModule) -> None:
+    for site in sites:
+        module = site.pick(mm)
+        if module is None:
+            raise IncompatibleModelError(f"the motion module has no module for {site.name}")
+        have = module.temporal_transformer.proj_in.in_features
+        if have != site.channels:
+            raise IncompatibleModelError(
+                f"channel mismatch at {site.name}: the UNet has {site.channels} channels there, the motion module "
+                f"{have}; this motion module ({mm.spec.describe()}) was made for a different base model"
+            )
+
+
+def insert(sites: list[Site], mm: MotionModule, state: FrameState) -> Callable[[], None]:
+    """Insert the modules; returns a function that puts every touched block's module dict back exactly."""
+    saved: list[tuple[nn.Module, dict[str, nn.Module | None]]] = []
+    grouped: dict[int, list[Site]] = {}
+    for site in sites:
+        grouped.setdefault(id(site.block), []).append(site)
+    try:
+        for group in grouped.values():
+            block = group[0].block
+            layers = list(block._modules.values())
+            for site in sorted(group, key=lambda s: s.index, reverse=True):
+                module = site.pick(mm)
+                assert module is not None
+                layers.insert(site.index, InsertedTemporal(module, state, site.name))
+            saved.append((block, block._modules))
+            object.__setattr__(block, "_modules", {str(i): layer for i, layer in enumerate(layers)})
+    except BaseException:
+        _put_back(saved)
+        raise
+
+    def restore() -> None:
+        _put_back(saved)
+
+    return restore
+
+
+def _put_back(saved: list[tuple[nn.Module, dict[str, nn.Module | None]]]) -> None:
+    for block, modules in reversed(saved):
+        object.__setattr__(block, "_modules", modules)
+    saved.clear()

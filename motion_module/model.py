@@ -1,0 +1,193 @@
+"""The temporal motion modules, in the original AnimateDiff parameter layout.
+
+A motion module is a stack of "temporal transformers". Each one takes the UNet feature map of a batch of
+videos laid out frame-major inside each video, ``x: (B*F, C, H, W)`` with ``F = num_frames`` consecutive rows
+per video, and lets every spatial position attend across the frames of its own video:
+
+    GroupNorm (per frame) -> proj_in -> [LayerNorm -> +PE -> temporal self-attention] x2
+                          -> LayerNorm -> GEGLU feed-forward -> proj_out -> + x
+
+Parameter names follow the original checkpoints exactly, e.g.
+``down_blocks.0.motion_modules.1.temporal_transformer.transformer_blocks.0.attention_blocks.0.to_q.weight``,
+so a state dict in that layout loads with ``load_state_dict(strict=True)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .errors import TooManyFramesError
+from .spec import MotionModuleSpec
+
+ATTENTION_HEADS = 8
+NORM_GROUPS = 32
+
+
+def sinusoidal_table(max_len: int, dim: int) -> Tensor:
+    """The standard sin/cos positional table, shape ``(1, max_len, dim)``, float32.
+
+    Row ``i`` depends only on ``i`` and ``dim``, never on ``max_len``.
+    """
+    position = torch.arange(max_len, dtype=torch.float32).unsqueeze(1)
+    div_term = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    table = torch.zeros(1, max_len, dim)
+    table[0, :, 0::2] = torch.sin(position * div_term)
+    table[0, :, 1::2] = torch.cos(position * div_term)
+    return table
+
+
+class PositionalEncoding(nn.Module):
+    """Adds ``pe[:, :F]`` to a ``(N, F, C)`` sequence. ``pe`` is a buffer of shape ``(1, max_len, C)``."""
+
+    def __init__(self, dim: int, max_len: int) -> None:
+        super().__init__()
+        self.register_buffer("pe", sinusoidal_table(max_len, dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        frames = x.shape[1]
+        if frames > self.pe.shape[1]:
+            raise TooManyFramesError(
+                f"{frames} frames in one motion-module call, but this module's positional table holds "
+                f"{self.pe.shape[1]}; lower the context length to {self.pe.shape[1]} or less"
+            )
+        return x + self.pe[:, :frames].to(dtype=x.dtype)
+
+
+class TemporalSelfAttention(nn.Module):
+    """Multi-head self-attention along the frame axis of a ``(N, F, C)`` sequence, with positional encoding."""
+
+    def __init__(self, dim: int, max_len: int, heads: int = ATTENTION_HEADS) -> None:
+        super().__init__()
+        self.heads = heads
+        self.to_q = nn.Linear(dim, dim, bias=False)
+        self.to_k = nn.Linear(dim, dim, bias=False)
+        self.to_v = nn.Linear(dim, dim, bias=False)
+        self.to_out = nn.ModuleList([nn.Linear(dim, dim), nn.Dropout(0.0)])
+        self.pos_encoder = PositionalEncoding(dim, max_len)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.pos_encoder(x)
+        n, f, c = x.shape
+        h = self.heads
+
+        def split(t: Tensor) -> Tensor:
+            return t.view(n, f, h, c // h).transpose(1, 2)
+
+        out = F.scaled_dot_product_attention(split(self.to_q(x)), split(self.to_k(x)), split(self.to_v(x)))
+        out = out.transpose(1, 2).reshape(n, f, c)
+        return self.to_out[0](out)
+
+
+class GEGLU(nn.Module):
+    """``a * gelu(b)`` where ``[a, b] = proj(x)``."""
+
+    def __init__(self, dim: int, inner: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(dim, inner * 2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        a, gate = self.proj(x).chunk(2, dim=-1)
+        return a * F.gelu(gate)
+
+
+class FeedForward(nn.Module):
+    """GEGLU feed-forward with 4x expansion; keys ``net.0.proj`` and ``net.2``."""
+
+    def __init__(self, dim: int, mult: int = 4) -> None:
+        super().__init__()
+        self.net = nn.ModuleList([GEGLU(dim, dim * mult), nn.Dropout(0.0), nn.Linear(dim * mult, dim)])
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net[2](self.net[0](x))
+
+
+class TemporalTransformerBlock(nn.Module):
+    """Two pre-norm temporal self-attentions and a pre-norm feed-forward, all residual."""
+
+    def __init__(self, dim: int, max_len: int) -> None:
+        super().__init__()
+        self.attention_blocks = nn.ModuleList([TemporalSelfAttention(dim, max_len) for _ in range(2)])
+        self.norms = nn.ModuleList([nn.LayerNorm(dim) for _ in range(2)])
+        self.ff = FeedForward(dim)
+        self.ff_norm = nn.LayerNorm(dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        for attention, norm in zip(self.attention_blocks, self.norms):
+            x = attention(norm(x)) + x
+        return self.ff(self.ff_norm(x)) + x
+
+
+class TemporalTransformer(nn.Module):
+    """One motion module's body: ``(B*F, C, H, W) -> (B*F, C, H, W)``."""
+
+    def __init__(self, dim: int, max_len: int) -> None:
+        super().__init__()
+        self.norm = nn.GroupNorm(NORM_GROUPS, dim, eps=1e-6, affine=True)
+        self.proj_in = nn.Linear(dim, dim)
+        self.transformer_blocks = nn.ModuleList([TemporalTransformerBlock(dim, max_len)])
+        self.proj_out = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor, num_frames: int) -> Tensor:
+        rows, c, h, w = x.shape
+        if num_frames < 1 or rows % num_frames:
+            raise ValueError(f"{rows} rows cannot be split into videos of {num_frames} frames")
+        videos = rows // num_frames
+        # (B*F, C, H, W) -> (B*H*W, F, C): every spatial position of every video is one sequence.
+        seq = self.norm(x).view(videos, num_frames, c, h, w).permute(0, 3, 4, 1, 2)
+        seq = self.proj_in(seq.reshape(videos * h * w, num_frames, c))
+        for block in self.transformer_blocks:
+            seq = block(seq)
+        seq = self.proj_out(seq)
+        out = seq.view(videos, h, w, num_frames, c).permute(0, 3, 4, 1, 2).reshape(rows, c, h, w)
+        return out + x
+
+
+class TemporalModule(nn.Module):
+    """The unit inserted into the UNet; ``forward(x, num_frames)`` with x of shape ``(B*F, C, H, W)``."""
+
+    def __init__(self, dim: int, max_len: int) -> None:
+        super().__init__()
+        self.temporal_transformer = TemporalTransformer(dim, max_len)
+
+    def forward(self, x: Tensor, num_frames: int) -> Tensor:
+        return self.temporal_transformer(x, num_frames)
+
+
+class MotionBlock(nn.Module):
+    """A UNet level's modules: ``motion_modules.<j>``."""
+
+    def __init__(self, dim: int, count: int, max_len: int) -> None:
+        super().__init__()
+        self.motion_modules = nn.ModuleList([TemporalModule(dim, max_len) for _ in range(count)])
+
+
+class MotionModule(nn.Module):
+    """All temporal modules of one checkpoint, laid out as ``down_blocks`` / ``mid_block`` / ``up_blocks``.
+
+    ``down_blocks[i]`` holds 2 modules at level ``i`` (channels ``spec.channels[i]``), ``up_blocks[i]`` holds
+    3 modules at level ``len(channels) - 1 - i``, ``mid_block`` (V2-type only) holds 1 at the deepest level.
+    """
+
+    def __init__(self, spec: MotionModuleSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        pe_len = spec.max_frames
+        self.down_blocks = nn.ModuleList([MotionBlock(c, 2, pe_len) for c in spec.channels])
+        self.mid_block = MotionBlock(spec.channels[-1], 1, pe_len) if spec.mid_block else None
+        self.up_blocks = nn.ModuleList([MotionBlock(c, 3, pe_len) for c in reversed(spec.channels)])
+
+    def down(self, level: int, index: int) -> TemporalModule:
+        return self.down_blocks[level].motion_modules[index]  # type: ignore[return-value]
+
+    def up(self, block: int, index: int) -> TemporalModule:
+        return self.up_blocks[block].motion_modules[index]  # type: ignore[return-value]
+
+    def mid(self) -> TemporalModule | None:
+        return None if self.mid_block is None else self.mid_block.motion_modules[0]  # type: ignore[return-value]
+
+    def forward(self, *args: object, **kwargs: object) -> None:  # pragma: no cover - container only
+        raise TypeError("MotionModule is a container; its TemporalModules run inside the UNet")
