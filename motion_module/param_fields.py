@@ -1,0 +1,336 @@
+"""The table of AnimateDiff parameters: names, API aliases, types, defaults, ranges and help.
+
+``FIELDS`` is data: the dataclass in ``params.py``, the WebUI controls, the XYZ axes, the infotext
+writer and the README table are all derived from it. Its order is the frozen positional order
+(UI args and positional API args); new fields are only ever appended.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from . import param_coerce as pc
+from .errors import ParameterError
+
+
+class OutputFormat(str, Enum):
+    """What to save, in the order videos are returned over the API (as the reference did).
+
+    ``Frame`` is API-only: it also returns the frames as images. It is not a file format; drop
+    it before handing the formats to ``output.save_video``.
+    """
+
+    GIF = "GIF"
+    MP4 = "MP4"
+    WEBP = "WEBP"
+    WEBM = "WEBM"
+    PNG = "PNG"
+    TXT = "TXT"
+    FRAME = "Frame"
+
+
+class ClosedLoop(str, Enum):
+    """How the end of the clip relates to its start (reference names kept for compatibility)."""
+
+    N = "N"
+    R_MINUS_P = "R-P"
+    R_PLUS_P = "R+P"
+    A = "A"
+
+
+class Fusion(str, Enum):
+    """How the outputs of overlapping context windows are combined."""
+
+    PYRAMID = "pyramid"
+    FLAT = "flat"
+
+
+class BetaSchedule(str, Enum):
+    """Beta schedule while the motion module is active (diffusers naming)."""
+
+    AUTO = "auto"
+    LINEAR = "linear"
+    SCALED_LINEAR = "scaled_linear"
+
+
+class FreeInitFilter(str, Enum):
+    """Low-pass filter used by FreeInit."""
+
+    BUTTERWORTH = "butterworth"
+    GAUSSIAN = "gaussian"
+    BOX = "box"
+    IDEAL = "ideal"
+
+
+class FrameInterpolation(str, Enum):
+    """Reference-compatible frame interpolation switch; only ``Off`` is supported."""
+
+    OFF = "Off"
+    FILM = "FILM"
+
+
+class PromptInterpolation(str, Enum):
+    """How conditionings are blended between prompt-travel keyframes."""
+
+    SLERP = "slerp"
+    LERP = "lerp"
+
+
+KINDS = ("bool", "int", "float", "choice", "formats", "model", "path", "request_id", "image")
+CONTEXT_MAX = 64
+_FILM_REASON = ("FILM frame interpolation is not part of this extension; set interp to 'Off' "
+                "(or leave it out) and interpolate the saved video with an external tool.")
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """One parameter: everything needed to validate it, show it, document it and write it."""
+
+    name: str
+    kind: str
+    default: Any
+    label: str
+    help: str
+    aliases: tuple[str, ...] = ()
+    minimum: float | None = None
+    maximum: float | None = None
+    min_exclusive: bool = False
+    step: float | None = None
+    enum: type[Enum] | None = None
+    unsupported: tuple[tuple[str, str], ...] = ()  # (value, reason) refused although in the enum
+    infotext_key: str | None = None  # None: never written to infotext, never pasted
+    img2img_only: bool = False
+    api_only: bool = False
+    group: str = "main"
+    xyz: bool = True
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        """Allowed string values (choice/formats), unsupported ones left out."""
+        if self.enum is None:
+            return ()
+        refused = dict(self.unsupported)
+        return tuple(str(m.value) for m in self.enum if str(m.value) not in refused)
+
+    def coerce(self, value: Any) -> Any:
+        """Validate and normalise one raw value (str, number, list...) into the canonical type."""
+        if self.kind == "bool":
+            return pc.coerce_bool(self.name, value)
+        if self.kind == "int":
+            lo = None if self.minimum is None else int(self.minimum)
+            hi = None if self.maximum is None else int(self.maximum)
+            return pc.coerce_int(self.name, value, lo, hi)
+        if self.kind == "float":
+            return pc.coerce_float(self.name, value, self.minimum, self.maximum,
+                                   self.min_exclusive)
+        if self.kind == "choice":
+            assert self.enum is not None
+            return pc.coerce_choice(self.name, value, self.enum, dict(self.unsupported))
+        if self.kind == "formats":
+            assert self.enum is not None
+            return pc.coerce_choice_set(self.name, value, self.enum)
+        if self.kind == "model":
+            return pc.coerce_model(self.name, value)
+        if self.kind == "path":
+            return pc.coerce_path(self.name, value)
+        if self.kind == "request_id":
+            return pc.coerce_request_id(self.name, value)
+        if self.kind == "image":
+            return pc.coerce_image(self.name, value)
+        raise ParameterError(self.name, f"internal error: unknown kind {self.kind!r}")
+
+    def to_ui(self, value: Any) -> Any:
+        """The value as a Gradio component holds it: enums as str, formats as list, None as ""."""
+        if self.kind == "choice":
+            return str(value.value)
+        if self.kind == "formats":
+            return [str(m.value) for m in value]
+        if self.kind in ("path", "request_id"):
+            return "" if value is None else value
+        return value
+
+    def to_api(self, value: Any) -> Any:
+        """The value as plain JSON (base64 PNG for an image)."""
+        if self.kind == "image":
+            return None if value is None else pc.image_to_base64(value)
+        return self.to_ui(value) if self.kind in ("choice", "formats") else value
+
+    def to_text(self, value: Any) -> str:
+        """The value as written into infotext (unquoted; the writer quotes when needed)."""
+        if self.kind == "choice":
+            return str(value.value)
+        if self.kind == "formats":
+            return "+".join(str(m.value) for m in value)
+        if self.kind == "float":
+            return str(int(value)) if value.is_integer() and abs(value) < 2**53 else repr(value)
+        return str(value)
+
+    def allowed_text(self) -> str:
+        """Human description of the allowed values, used in the README table."""
+        if self.kind == "bool":
+            return "true / false"
+        if self.kind in ("choice", "formats"):
+            text = ", ".join(self.choices)
+            return text if self.kind == "choice" else f"non-empty subset of {text}"
+        if self.kind in ("int", "float"):
+            op = "<" if self.min_exclusive else "<="
+            lo = "" if self.minimum is None else f"{self.minimum:g} {op} "
+            hi = "" if self.maximum is None else f" <= {self.maximum:g}"
+            return f"{lo}x{hi}"
+        return {"model": "file name relative to the model folder; \"\" = automatic",
+                "path": "server path or null",
+                "request_id": "1-64 of A-Z a-z 0-9 _ -; \"\"/null = none",
+                "image": "base64 PNG/JPEG (data: URL allowed) or null"}[self.kind]
+
+
+def _f(name: str, kind: str, default: Any, label: str, help: str, **kw: Any) -> FieldSpec:
+    return FieldSpec(name=name, kind=kind, default=default, label=label, help=help, **kw)
+
+
+FIELDS: tuple[FieldSpec, ...] = (
+    _f("enable", "bool", False, "Enable AnimateDiff",
+       "Turn the batch into the frames of one video.", infotext_key="enable", xyz=False),
+    _f("model", "model", "", "Motion module",
+       "Motion-module file, relative to the model folder (sub-folders allowed). Empty: "
+       "mm_sd15_v3.safetensors if present, otherwise the first file by name. Infotext records "
+       "the file actually used.", infotext_key="model"),
+    _f("formats", "formats", (OutputFormat.GIF, OutputFormat.PNG), "Save formats",
+       "Files to write. 'Frame' (API only) also returns the frames as images; TXT writes the "
+       "infotext next to the video.", aliases=("format",), enum=OutputFormat,
+       infotext_key="format"),
+    _f("video_length", "int", 0, "Number of frames",
+       "Frames in the video; 0 = the context length.", aliases=("frames",), minimum=0,
+       maximum=10000, step=1, infotext_key="video_length"),
+    _f("fps", "float", 8.0, "FPS", "Playback frames per second of the saved video.",
+       minimum=0, min_exclusive=True, maximum=240, step=1, infotext_key="fps"),
+    _f("loop_number", "int", 0, "Display loop number",
+       "How many times GIF/WEBP play; 0 = loop forever.", minimum=0, maximum=65535, step=1,
+       infotext_key="loop_number"),
+    _f("context", "int", 16, "Context length",
+       "Frames the motion module sees at once. Longer videos are denoised in overlapping windows "
+       "of this size. Must not exceed the module's limit (24 for V1, 32 for V2/V3).",
+       aliases=("batch_size", "context_length"), minimum=1, maximum=CONTEXT_MAX, step=1,
+       infotext_key="context", group="context"),
+    _f("stride", "int", 1, "Context stride",
+       "Stride levels: level k adds windows whose frames are 2^(k-1) apart, linking distant "
+       "frames. 1 = contiguous windows only. Matters only when frames > context.",
+       minimum=1, maximum=16, step=1, infotext_key="stride", group="context"),
+    _f("overlap", "int", -1, "Context overlap",
+       "Frames shared by neighbouring windows, 0 to context-1; -1 = context // 4.",
+       minimum=-1, maximum=CONTEXT_MAX - 1, step=1, infotext_key="overlap", group="context"),
+    _f("closed_loop", "choice", ClosedLoop.R_MINUS_P, "Closed loop",
+       "N: no loop, windows never wrap around the end. R-P: windows wrap (the end blends into "
+       "the start), prompt travel does not. R+P: windows and prompt travel wrap. A: like R+P; "
+       "clips no longer than the context are played forward then backward.",
+       enum=ClosedLoop, infotext_key="closed_loop", group="context"),
+    _f("fusion", "choice", Fusion.PYRAMID, "Window fusion",
+       "How overlapping windows are combined: pyramid weights frames by distance from the "
+       "window edge (smooth seams); flat averages them equally.",
+       enum=Fusion, infotext_key="fusion", group="context"),
+    _f("schedule", "choice", BetaSchedule.AUTO, "Beta schedule",
+       "Noise schedule while the module is active. auto = the one the module family was trained "
+       "with; linear / scaled_linear as named by diffusers (scaled_linear is SD's own). "
+       "Infotext records the schedule actually used.", enum=BetaSchedule,
+       infotext_key="schedule"),
+    _f("prompt_interpolation", "choice", PromptInterpolation.SLERP, "Prompt interpolation",
+       "How prompt-travel conditionings are blended between keyframes.",
+       enum=PromptInterpolation, infotext_key="prompt_interpolation"),
+    _f("freeinit_enable", "bool", False, "FreeInit",
+       "Re-initialise the noise from the previous pass's low frequencies and sample again: "
+       "steadier motion, freeinit_iters times the sampling time.",
+       infotext_key="freeinit_enable", group="freeinit"),
+    _f("freeinit_filter", "choice", FreeInitFilter.BUTTERWORTH, "FreeInit filter",
+       "Low-pass filter that separates kept (low) from fresh (high) frequencies.",
+       enum=FreeInitFilter, infotext_key="freeinit_filter", group="freeinit"),
+    _f("freeinit_ds", "float", 0.25, "FreeInit spatial stop frequency",
+       "Normalised spatial cut-off of the filter.", minimum=0, min_exclusive=True, maximum=1,
+       step=0.125, infotext_key="freeinit_ds", group="freeinit"),
+    _f("freeinit_dt", "float", 0.25, "FreeInit temporal stop frequency",
+       "Normalised temporal cut-off of the filter.", minimum=0, min_exclusive=True, maximum=1,
+       step=0.125, infotext_key="freeinit_dt", group="freeinit"),
+    _f("freeinit_iters", "int", 3, "FreeInit iterations",
+       "Sampling passes in total (the first one included).", minimum=2, maximum=5, step=1,
+       infotext_key="freeinit_iters", group="freeinit"),
+    _f("latent_power", "float", 1.0, "Latent power",
+       "img2img: frame i keeps max(0, 1 - i^power / scale) of the init image's latent.",
+       minimum=0.1, maximum=10, step=0.1, infotext_key="latent_power", img2img_only=True,
+       group="img2img"),
+    _f("latent_scale", "float", 32.0, "Latent scale",
+       "img2img: frames over which the init image fades out (see latent_power).",
+       minimum=1, maximum=128, step=1, infotext_key="latent_scale", img2img_only=True,
+       group="img2img"),
+    _f("latent_power_last", "float", 1.0, "Latent power (last frame)",
+       "img2img with last_frame: the same curve, mirrored from the last frame.",
+       minimum=0.1, maximum=10, step=0.1, infotext_key="latent_power_last", img2img_only=True,
+       group="img2img"),
+    _f("latent_scale_last", "float", 32.0, "Latent scale (last frame)",
+       "img2img with last_frame: frames over which the last image fades in.",
+       minimum=1, maximum=128, step=1, infotext_key="latent_scale_last", img2img_only=True,
+       group="img2img"),
+    _f("last_frame", "image", None, "Last frame",
+       "img2img: optional image the video should end on.", img2img_only=True, group="img2img",
+       xyz=False),
+    _f("video_source", "path", None, "Video source",
+       "Server-side video file whose frames feed ControlNet units that have no input.",
+       group="controlnet", xyz=False),
+    _f("video_path", "path", None, "Video path",
+       "Server-side folder of frame images for ControlNet units that have no input.",
+       group="controlnet", xyz=False),
+    _f("mask_path", "path", None, "Mask path",
+       "Server-side folder of per-frame masks for ControlNet inpaint units.",
+       group="controlnet", xyz=False),
+    _f("interp", "choice", FrameInterpolation.OFF, "Frame interpolation",
+       "Compatibility with reference payloads: only 'Off' is accepted.",
+       enum=FrameInterpolation, unsupported=(("FILM", _FILM_REASON),), api_only=True,
+       group="compat", xyz=False),
+    _f("interp_x", "int", 10, "Interpolation factor",
+       "Compatibility with reference payloads; ignored.", minimum=0, maximum=1000,
+       api_only=True, group="compat", xyz=False),
+    _f("request_id", "request_id", None, "Request id",
+       "API: appended to output file names as -<id>; empty = none.", api_only=True,
+       group="api", xyz=False),
+)
+
+FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in FIELDS)
+FIELD_BY_NAME: dict[str, FieldSpec] = {f.name: f for f in FIELDS}
+# Keys the reference's constructor accepted for its own internal state; ignored without error.
+IGNORED_KEYS: frozenset[str] = frozenset({"is_i2i_batch", "video_default", "prompt_scheduler"})
+
+
+def _build_key_index() -> dict[str, str]:
+    index: dict[str, str] = {}
+    for spec in FIELDS:
+        for key in (spec.name, *spec.aliases):
+            assert key.casefold() not in index, key
+            index[key.casefold()] = spec.name
+    return index
+
+
+_KEY_INDEX = _build_key_index()
+
+
+def canonical_name(key: str) -> str | None:
+    """The field name for a key or alias (case-insensitive), or None when unknown."""
+    return _KEY_INDEX.get(key.strip().casefold())
+
+
+def known_keys_text() -> str:
+    """All accepted keys, aliases in brackets, for error messages."""
+    return ", ".join(f"{s.name} ({'/'.join(s.aliases)})" if s.aliases else s.name for s in FIELDS)
+
+
+def fields_markdown() -> str:
+    """The parameter table for the README, generated from ``FIELDS``."""
+    rows = ["| # | field | aliases | type | default | allowed | meaning |",
+            "|---|---|---|---|---|---|---|"]
+    for i, s in enumerate(FIELDS):
+        default = s.to_api(s.default)
+        notes = " (img2img only)" if s.img2img_only else ""
+        notes += " (API only)" if s.api_only else ""
+        cells = [str(i), f"`{s.name}`", ", ".join(f"`{a}`" for a in s.aliases),
+                 s.kind, f"`{json.dumps(default)}`", s.allowed_text(), s.help + notes]
+        rows.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(rows)
