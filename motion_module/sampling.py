@@ -1,0 +1,181 @@
+"""Windowed denoising over any denoiser callable ``(x, sigma, cond) -> Tensor``.
+
+Row layout
+----------
+A1111 hands the inner model a batch of ``rows = groups * num_frames`` latents stacked
+group-major: ``[group 0 frames 0..L-1; group 1 frames 0..L-1; ...]`` (cond, uncond, further
+AND-prompts...). The group count is derived from the row count and the known frame count, never
+from WebUI settings. A window call keeps that layout: for window ``w`` it sends rows
+``[g * L + f for g in groups for f in w]``, so every block of ``len(w)`` consecutive rows is one
+video window, which is what the injected motion modules expect (``set_frames(len(w))`` tells
+them the block size before each call). Several windows may share one call: their row blocks are
+concatenated, still one block per window and group.
+
+Fusion
+------
+Overlapping outputs are averaged with per-position weights (:func:`schedules.fusion_weights`).
+Weights are normalised per frame *before* accumulation, so a frame seen by one window gets its
+output back exactly (weight 1.0), and batching windows does not change any arithmetic: outputs
+are accumulated window by window in list order either way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from .errors import ParameterError
+from .schedules import evaluations_per_frame, fusion_weights
+
+__all__ = ["Denoiser", "windowed_denoise", "slice_rows", "window_rows", "evaluations_per_frame"]
+
+Denoiser = Callable[[torch.Tensor, Any, Any], torch.Tensor]
+
+
+def slice_rows(value: Any, rows: int, index: torch.Tensor) -> Any:
+    """Select ``index`` rows of every tensor in ``value`` whose first dim equals ``rows``.
+
+    ``value`` may be a tensor, a list/tuple of them (SD1 ``c_crossattn: [Tensor]``), a dict of
+    either (SD1/SDXL cond dicts), or anything else (returned unchanged, as are tensors whose first
+    dim differs, 0-d tensors and Python scalars).
+    """
+    if isinstance(value, torch.Tensor):
+        if value.dim() >= 1 and value.shape[0] == rows:
+            return value.index_select(0, index.to(value.device))
+        return value
+    if isinstance(value, dict):
+        return {key: slice_rows(item, rows, index) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(slice_rows(item, rows, index) for item in value)
+    return value
+
+
+def window_rows(window: Sequence[int], num_frames: int, groups: int) -> list[int]:
+    """Group-major row indices of one window: ``[g * num_frames + f for g, f in ...]``."""
+    return [group * num_frames + frame for group in range(groups) for frame in window]
+
+
+def _check_windows(windows: Sequence[Sequence[int]], num_frames: int) -> None:
+    if not windows:
+        raise ParameterError("windows", "no context windows given; pass at least one window")
+    covered = set()
+    for window in windows:
+        if len(window) == 0:
+            raise ParameterError("windows", "a context window is empty; every window needs frames")
+        bad = [f for f in window if not 0 <= f < num_frames]
+        if bad:
+            raise ParameterError(
+                "windows", f"frame indices {bad} are outside 0..{num_frames - 1}; rebuild the windows"
+            )
+        covered.update(window)
+    if len(covered) != num_frames:
+        missing = sorted(set(range(num_frames)) - covered)[:8]
+        raise ParameterError("windows", f"frames {missing} are in no window; every frame must be covered")
+
+
+def _normalised_weights(
+    windows: Sequence[Sequence[int]], num_frames: int, fusion: str
+) -> list[torch.Tensor]:
+    """Per-window weight vectors (float64) divided by each frame's total weight."""
+    total = torch.zeros(num_frames, dtype=torch.float64)
+    raw = []
+    for window in windows:
+        weights = fusion_weights(len(window), fusion, dtype=torch.float64)
+        total.index_add_(0, torch.tensor(list(window), dtype=torch.long), weights)
+        raw.append(weights)
+    return [w / total[list(window)] for w, window in zip(raw, windows)]
+
+
+def _chunks(windows: Sequence[Sequence[int]], groups: int, max_rows: int | None) -> list[list[int]]:
+    """Group consecutive windows of equal length into calls of at most ``max_rows`` rows."""
+    chunks: list[list[int]] = []
+    for position, window in enumerate(windows):
+        rows = len(window) * groups
+        if chunks:
+            last = chunks[-1]
+            same = len(windows[last[0]]) == len(window)
+            fits = max_rows is not None and rows * (len(last) + 1) <= max_rows
+            if same and fits:
+                last.append(position)
+                continue
+        chunks.append([position])
+    return chunks
+
+
+def windowed_denoise(
+    denoiser: Denoiser,
+    x: torch.Tensor,
+    sigma: Any,
+    cond: Any,
+    *,
+    num_frames: int,
+    windows: Sequence[Sequence[int]],
+    fusion: str = "pyramid",
+    max_rows: int | None = None,
+    set_frames: Callable[[int], None] | None = None,
+) -> torch.Tensor:
+    """Denoise ``x`` window by window and fuse the overlapping outputs.
+
+    Args:
+        denoiser: ``(x, sigma, cond) -> Tensor`` returning x0 or eps with the shape of its x.
+        x: latents ``(groups * num_frames, C, H, W)``, group-major (see module docstring).
+        sigma: per-row tensor ``(rows,)`` (sliced), or a scalar / 0-d tensor (passed through).
+        cond: SD1 dict ``{"c_crossattn": [Tensor(rows, T, D)], "c_concat": [Tensor(rows, C, H, W)]}``,
+            SDXL dict ``{"crossattn": (rows, T, D), "vector": (rows, V), "c_concat": ...}``, a bare
+            tensor, or anything else; tensors whose first dim is ``rows`` are sliced per window.
+        num_frames: L, the video length.
+        windows: frame-index windows (e.g. :func:`schedules.context_windows`), covering 0..L-1.
+        fusion: ``"pyramid"`` or ``"flat"`` weights for overlapping frames.
+        max_rows: row budget per denoiser call; consecutive equal-length windows are batched up
+            to it (a window larger than the budget still runs, alone). ``None``: one window per call.
+        set_frames: called with the window length before every denoiser call.
+
+    Returns:
+        Tensor ``(rows, ...)`` in the denoiser's output dtype. A single in-order window covering
+        all frames calls the denoiser once on the unmodified inputs and returns its result as is.
+    """
+    frames = int(num_frames)
+    rows = x.shape[0]
+    if frames < 1 or rows % frames:
+        raise ParameterError(
+            "num_frames",
+            f"the batch has {rows} rows, not a multiple of {frames} frames; pass the video length "
+            "the batch was built with",
+        )
+    groups = rows // frames
+    windows = [list(w) for w in windows]
+    if len(windows) == 1 and windows[0] == list(range(frames)):
+        if set_frames is not None:
+            set_frames(frames)
+        return denoiser(x, sigma, cond)
+    _check_windows(windows, frames)
+    weights = _normalised_weights(windows, frames, fusion)
+    out: torch.Tensor | None = None
+    for chunk in _chunks(windows, groups, max_rows):
+        index_lists = [window_rows(windows[p], frames, groups) for p in chunk]
+        index = torch.tensor([i for part in index_lists for i in part], dtype=torch.long)
+        x_index = index.to(x.device)
+        if set_frames is not None:
+            set_frames(len(windows[chunk[0]]))
+        y = denoiser(
+            x.index_select(0, x_index), slice_rows(sigma, rows, index), slice_rows(cond, rows, index)
+        )
+        if y.shape[0] != index.numel() or y.shape[1:] != x.shape[1:]:
+            raise ParameterError(
+                "denoiser",
+                f"returned shape {tuple(y.shape)} for an input of {(index.numel(), *x.shape[1:])}; "
+                "the denoiser must return one output per input row",
+            )
+        if out is None:
+            out = torch.zeros((rows, *y.shape[1:]), dtype=y.dtype, device=y.device)
+        offset = 0
+        for position, part in zip(chunk, index_lists):
+            per_frame = weights[position].repeat(groups).to(dtype=y.dtype, device=y.device)
+            block = y[offset : offset + len(part)]
+            scale = per_frame.view(-1, *([1] * (y.dim() - 1)))
+            out.index_add_(0, torch.tensor(part, dtype=torch.long, device=y.device), block * scale)
+            offset += len(part)
+    assert out is not None
+    return out
