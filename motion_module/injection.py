@@ -116,6 +116,14 @@ def _up_sites(unet: nn.Module) -> list[tuple[int, int, int, nn.Sequential, int, 
     return sites
 
 
+def level_channels(unet: nn.Module) -> tuple[int, ...]:
+    """Channels of each UNet level, read from its input blocks (SD1.5: 320/640/1280/1280)."""
+    levels: dict[int, int] = {}
+    for level, _, channels, _, _ in _down_sites(unet):
+        levels.setdefault(level, channels)
+    return tuple(levels[i] for i in sorted(levels))
+
+
 def _describe(levels: int) -> str:
     return {4: "SD1.5/SD2-shaped (4 levels)", 3: "SDXL-shaped (3 levels)"}.get(levels, f"{levels}-level")
 

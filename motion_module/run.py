@@ -1,0 +1,138 @@
+"""One AnimateDiff run, planned purely: frames, windows, prompts, schedule, and the per-call denoise.
+
+The WebUI adapter builds a :class:`RunPlan` once per request (``plan_run``) and then only asks it
+questions: which windows at this step, which per-frame prompts to hand WebUI, which conditioning
+each frame gets, which ``alphas_cumprod`` to install. Nothing here touches WebUI.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .errors import ParameterError, TooManyFramesError
+from .param_fields import BetaSchedule, ClosedLoop
+from .params import AnimateDiffParams
+from .prompts import PromptTravel, frame_prompts, interpolate_conds, parse_prompt_travel
+from .sampling import slice_rows, windowed_denoise
+from .schedules import FAMILY_SCHEDULES, ScheduleSpec, context_windows
+from .spec import MotionModuleSpec
+
+Denoiser = Callable[[Tensor, Any, Any], Tensor]
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What one AnimateDiff request will do (per video; every video of the request is alike)."""
+
+    params: AnimateDiffParams
+    spec: MotionModuleSpec
+    frames: int
+    context: int
+    overlap: int
+    travel: PromptTravel | None
+    schedule: ScheduleSpec
+
+    @property
+    def cyclic(self) -> bool:
+        """Prompt travel wraps from the last keyframe back to the first (R+P and A on long videos)."""
+        return self.params.closed_loop in (ClosedLoop.R_PLUS_P, ClosedLoop.A) and self.frames > self.context
+
+    @property
+    def ping_pong(self) -> bool:
+        """Mode A on a video no longer than the context: play it forward, then backward."""
+        return self.params.closed_loop == ClosedLoop.A and self.frames <= self.context
+
+    def windows(self, step: int) -> list[list[int]]:
+        """Context windows for sampler call ``step`` (one window of all frames when they fit)."""
+        return context_windows(self.frames, self.context, self.params.stride, self.overlap,
+                               str(self.params.closed_loop.value), step)
+
+    def prompts(self, prompt: str, n_iter: int) -> list[str] | None:
+        """Per-frame prompts for WebUI (``p.prompt``), or None when the prompt does not travel."""
+        if self.travel is None:
+            return None
+        return frame_prompts(self.travel) * n_iter
+
+    def frame_conds(self, text_cond: Any) -> Any:
+        """Replace the per-frame cond rows of one video by the keyframes' interpolation.
+
+        ``text_cond`` has one row per frame: a tensor ``(F, T, D)`` or an SDXL dict of such tensors
+        (``crossattn`` ``(F, T, D)``, ``vector`` ``(F, V)``); the same type comes back.
+        """
+        if self.travel is None:
+            return text_cond
+        rows = _rows(text_cond)
+        if rows != self.frames:
+            raise ParameterError("prompt", f"prompt travel needs one conditioning per frame ({self.frames}), "
+                                 f"got {rows}: AND / composable prompts cannot travel; remove AND")
+        keys = {k: _row(text_cond, k) for k in self.travel.keyframes}
+        method = str(self.params.prompt_interpolation.value)
+        per_frame = interpolate_conds(keys, self.frames, cyclic=self.cyclic, method=method)
+        return _stack_like(text_cond, per_frame)
+
+    def denoise(self, denoiser: Denoiser, x: Tensor, sigma: Any, cond: Any, *, step: int,
+                set_frames: Callable[[int], None], max_rows: int | None = None) -> Tensor:
+        """Run ``denoiser`` over ``x`` of ``groups * frames`` rows, one group (video) per call.
+
+        Groups (cond, uncond, ...) are never mixed in one call, so the calls are the same whether
+        WebUI batches cond and uncond together or not: the result does not depend on that setting.
+        """
+        rows = x.shape[0]
+        if rows % self.frames:
+            raise ParameterError(
+                "video_length", f"the sampler passed {rows} latents, not a multiple of the {self.frames} "
+                "frames: AND prompts and edit models are not supported with AnimateDiff")
+        windows = self.windows(step)
+        outputs = []
+        for group in range(rows // self.frames):
+            index = torch.arange(group * self.frames, (group + 1) * self.frames)
+            outputs.append(windowed_denoise(
+                denoiser, x[index.to(x.device)], slice_rows(sigma, rows, index), slice_rows(cond, rows, index),
+                num_frames=self.frames, windows=windows, fusion=str(self.params.fusion.value),
+                max_rows=max_rows, set_frames=set_frames))
+        return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
+
+
+def schedule_for(params: AnimateDiffParams, spec: MotionModuleSpec) -> ScheduleSpec:
+    """``auto``: the family's training schedule; ``linear``/``scaled_linear``: SD's betas 0.00085-0.012."""
+    if params.schedule == BetaSchedule.AUTO:
+        return FAMILY_SCHEDULES[spec.family]
+    return ScheduleSpec(str(params.schedule.value), 0.00085, 0.012, source="user choice")
+
+
+def plan_run(params: AnimateDiffParams, spec: MotionModuleSpec, prompt: str) -> RunPlan:
+    """Validate ``params`` against the module and plan the run. Raises ParameterError/TooManyFramesError."""
+    if params.context > spec.max_frames:
+        raise TooManyFramesError(
+            f"context length {params.context} is more than this {spec.family} motion module's "
+            f"{spec.max_frames}-frame limit: set context to {spec.max_frames} or less")
+    frames = params.frames
+    context = min(params.context, frames)
+    overlap = params.overlap_for(context) if context > 1 else 0
+    travel = parse_prompt_travel(prompt, frames) if prompt else None
+    return RunPlan(params, spec, frames, context, overlap, travel, schedule_for(params, spec))
+
+
+def _rows(cond: Any) -> int:
+    if isinstance(cond, dict):
+        return int(next(iter(cond.values())).shape[0])
+    return int(cond.shape[0])
+
+
+def _row(cond: Any, index: int) -> Any:
+    if isinstance(cond, dict):
+        return {k: v[index] for k, v in cond.items()}
+    return cond[index]
+
+
+def _stack_like(template: Any, rows: Sequence[Any]) -> Any:
+    if isinstance(template, dict):
+        stacked = {k: torch.stack([r[k] for r in rows]).to(template[k]) for k in template}
+        out = type(template)(stacked) if type(template) is not dict else stacked
+        return out
+    return torch.stack(list(rows)).to(template)

@@ -1,0 +1,56 @@
+"""Names sd-webui-controlnet imports from "AnimateDiff" (`scripts.animatediff_utils`).
+
+ControlNet catches only ImportError around these calls, so nothing here may raise anything else.
+Thin on purpose: it reads the AnimateDiff args of `p` through the engine's one parse point.
+"""
+
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from motion_module.params import from_script_args
+
+logger = logging.getLogger("animatediff")
+
+
+@dataclass
+class AnimateDiffArgs:
+    """The mutable view ControlNet expects (it writes `is_i2i_batch` and reads the rest)."""
+
+    enable: bool = False
+    video_length: int = 0
+    batch_size: int = 16  # the context length, under the reference's name
+    closed_loop: str = "R-P"
+    video_path: str | None = None
+    video_source: str | None = None
+    mask_path: str | None = None
+    is_i2i_batch: bool = False
+    prompt_scheduler: Any = None
+
+
+def _script_args(p: Any) -> tuple[Any, ...] | None:
+    runner = getattr(p, "scripts", None)
+    for script in getattr(runner, "alwayson_scripts", None) or []:
+        if script.title().lower() == "animatediff":
+            return tuple(p.script_args[script.args_from:script.args_to])
+    return None
+
+
+def get_animatediff_arg(p: Any) -> AnimateDiffArgs | None:
+    """AnimateDiff's parameters for this job, or None when the script is absent or its args are bad."""
+    try:
+        run = getattr(p, "animatediff_run", None)
+        params = run.params if run is not None else None
+        if params is None:
+            args = _script_args(p)
+            if args is None:
+                return None
+            params = from_script_args(args)
+        frames = run.plan.frames if run is not None and run.plan is not None else params.frames
+        return AnimateDiffArgs(enable=params.enable, video_length=frames, batch_size=params.context,
+                               closed_loop=str(params.closed_loop.value), video_path=params.video_path,
+                               video_source=params.video_source, mask_path=params.mask_path)
+    except Exception:  # never break ControlNet's own processing
+        logger.exception("AnimateDiff: could not read the AnimateDiff arguments for ControlNet")
+        return None
