@@ -55,7 +55,7 @@ class MotionModuleSpec:
         """The diffusers-style name of the beta schedule this family was trained with."""
         from .schedules import FAMILY_SCHEDULES
 
-        return FAMILY_SCHEDULES[self.family].name
+        return FAMILY_SCHEDULES[self.family].beta_schedule
 
     @property
     def module_count(self) -> int:
@@ -124,7 +124,7 @@ def detect_spec(state_dict: Mapping[str, Tensor]) -> MotionModuleSpec:
     mid = any(k.startswith("mid_block.") for k in state_dict)
     pe_len = _pe_length(state_dict)
     family, max_frames = _family(base, mid, pe_len)
-    floats = [t for t in state_dict.values() if t.is_floating_point()]
+    floats = [t for k, t in state_dict.items() if t.is_floating_point() and not k.endswith(_PE_SUFFIX)]
     dtype = floats[0].dtype if floats else torch.float32
     params = sum(t.numel() for k, t in state_dict.items() if not k.endswith(_PE_SUFFIX))
     return MotionModuleSpec(

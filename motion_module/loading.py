@@ -1,0 +1,350 @@
+"""Reading motion-module files safely, building a ready ``MotionModule``, a bounded cache, hashes, fit checks.
+
+* ``.safetensors`` is read with safetensors; ``.ckpt/.pt/.pth/.bin`` with ``torch.load(weights_only=True)``,
+  which refuses (without running anything) a pickle that would call code or build non-tensor objects.
+  The reader follows the file's content, not its extension, so a renamed file still loads safely.
+* Every failure is a typed ``MotionModuleError`` whose message starts with the file name and says what to do.
+* ``load_motion_module`` converts the layout (``convert.to_original_layout``), detects the spec, checks every
+  tensor name and shape against the model, and loads the file's tensors into the model without copying them
+  (a positional table the file does not store is computed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import hashlib
+import os
+import pickle
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from .convert import strip_wrapper_prefixes, to_original_layout
+from .errors import (
+    CorruptFileError,
+    IncompatibleModelError,
+    MotionModuleError,
+    NotAMotionModuleError,
+    UnsafeFileError,
+)
+from .model import MotionModule, PositionalEncoding, sinusoidal_table
+from .spec import MotionModuleSpec, detect_spec
+
+SAFETENSORS_EXTENSIONS = (".safetensors",)
+PICKLE_EXTENSIONS = (".ckpt", ".pt", ".pth", ".bin")
+CACHE_SIZE = 2
+_REDOWNLOAD = "re-download it (the download may have been cut off)"
+_ST_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+for _name, _attr in (("F8_E4M3", "float8_e4m3fn"), ("F8_E5M2", "float8_e5m2")):
+    if hasattr(torch, _attr):
+        _ST_DTYPES[_name] = getattr(torch, _attr)
+
+
+# ----------------------------------------------------------------------------------------------- reading
+def _sniff(path: Path) -> str:
+    """``"safetensors"``, ``"pickle"`` (zip or legacy torch.save), ``"empty"`` or ``"unknown"`` from the first bytes."""
+    with path.open("rb") as handle:
+        head = handle.read(9)
+    if not head:
+        return "empty"
+    if len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < path.stat().st_size:
+        return "safetensors"
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
+        return "pickle"
+    return "unknown"
+
+
+def _read_safetensors(path: Path, meta: bool) -> dict[str, Tensor]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            if not meta:
+                return {key: handle.get_tensor(key) for key in handle.keys()}
+            out = {}
+            for key in handle.keys():
+                part = handle.get_slice(key)
+                dtype = _ST_DTYPES.get(part.get_dtype(), torch.uint8)
+                out[key] = torch.empty(part.get_shape(), dtype=dtype, device="meta")
+            return out
+    except Exception as exc:  # safetensors raises its own SafetensorError, plus OSError/ValueError
+        raise CorruptFileError(
+            f"{path.name}: cannot be read as safetensors ({_one_line(exc)}); the file is empty, truncated "
+            f"or damaged: {_REDOWNLOAD}"
+        ) from None
+
+
+def _read_pickle(path: Path, meta: bool) -> object:
+    try:
+        if meta and _is_zip(path) and path.suffix.lower() != ".safetensors":
+            return torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)  # reads no data
+        with path.open("rb") as handle:  # a handle: newer torch treats a *.safetensors *name* as safetensors
+            return torch.load(handle, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        text = str(exc)
+        if "unsupported global" in text.lower() or "unsupported class" in text.lower():
+            detail = text.split("WeightsUnpickler error:", 1)[-1].strip().split(" was not", 1)[0]
+            raise UnsafeFileError(
+                f"{path.name}: refused to load: this pickle would run code or create non-tensor objects when "
+                f"opened ({_one_line(detail)}); nothing was executed. Use a .safetensors version of this model, "
+                "or re-download it from the official source"
+            ) from None
+        raise CorruptFileError(f"{path.name}: not a readable PyTorch checkpoint; {_REDOWNLOAD}") from None
+    except (RuntimeError, EOFError, ValueError, TypeError, OSError, MemoryError, ArithmeticError, LookupError,
+            AttributeError) as exc:
+        raise CorruptFileError(
+            f"{path.name}: the checkpoint is empty, truncated or damaged ({_one_line(exc)[:120]}); {_REDOWNLOAD}"
+        ) from None
+
+
+def _is_zip(path: Path) -> bool:
+    with path.open("rb") as handle:
+        return handle.read(4) == b"PK\x03\x04"
+
+
+def _one_line(value: object) -> str:
+    return " ".join(str(value).split())
+
+
+def read_state_dict(path: str | os.PathLike[str], *, meta: bool = False) -> dict[str, Tensor]:
+    """All tensors of a motion-module file as ``{name: tensor}`` on the CPU, in the file's own layout and dtype.
+
+    A top-level ``"state_dict"`` entry is unwrapped, non-tensor entries (``global_step``) are dropped, and
+    ``module.`` / ``motion_module.`` prefixes are removed. ``meta=True`` returns shape/dtype-only tensors on
+    the meta device (reads only the header of a safetensors file; used by ``inspect``).
+    Raises MotionModuleError (missing file, unknown extension), CorruptFileError, UnsafeFileError,
+    NotAMotionModuleError (no tensors).
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in SAFETENSORS_EXTENSIONS + PICKLE_EXTENSIONS:
+        raise MotionModuleError(
+            f"{path.name}: unknown file type '{suffix or '(none)'}'; motion modules are .safetensors "
+            "(preferred) or .ckpt/.pt/.pth files"
+        )
+    if not path.is_file():
+        raise MotionModuleError(f"{path}: file not found; put the motion module in the model folder or fix the path")
+    kind = _sniff(path)
+    if kind == "empty":
+        raise CorruptFileError(f"{path.name}: the file is empty (0 bytes); {_REDOWNLOAD}")
+    if kind == "pickle":
+        loaded = _read_pickle(path, meta)
+    elif kind == "safetensors" or suffix in SAFETENSORS_EXTENSIONS:
+        loaded = _read_safetensors(path, meta)
+    else:
+        raise CorruptFileError(f"{path.name}: neither a safetensors file nor a PyTorch checkpoint; {_REDOWNLOAD}")
+    return _tensors_of(path, loaded, meta)
+
+
+def _tensors_of(path: Path, loaded: object, meta: bool) -> dict[str, Tensor]:
+    if isinstance(loaded, Mapping) and isinstance(loaded.get("state_dict"), Mapping):
+        loaded = loaded["state_dict"]
+    if not isinstance(loaded, Mapping):
+        raise NotAMotionModuleError(
+            f"{path.name}: holds a {type(loaded).__name__}, not a dictionary of tensors; use a motion-module file"
+        )
+    tensors = {k: v for k, v in loaded.items() if isinstance(k, str) and isinstance(v, Tensor)}
+    if not tensors:
+        raise NotAMotionModuleError(f"{path.name}: holds no tensors; this is not a motion module")
+    if meta:
+        tensors = {k: v.to("meta") for k, v in tensors.items()}
+    return dict(strip_wrapper_prefixes(tensors))
+
+
+@contextlib.contextmanager
+def named_errors(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Prefix the file name to a MotionModuleError raised inside (same type), unless it already starts with it."""
+    name = Path(path).name
+    try:
+        yield
+    except MotionModuleError as exc:
+        if str(exc).startswith(name):
+            raise
+        raise type(exc)(f"{name}: {exc}") from None
+
+
+# ---------------------------------------------------------------------------------------------- building
+@functools.lru_cache(maxsize=16)
+def _expected_shapes(channels: tuple[int, ...], max_frames: int, mid_block: bool) -> dict[str, tuple[int, ...]]:
+    spec = MotionModuleSpec("v2", "sd15", channels, max_frames, mid_block)  # family/base do not change shapes
+    with torch.device("meta"):
+        return {k: tuple(v.shape) for k, v in MotionModule(spec).state_dict().items()}
+
+
+def check_state_dict(spec: MotionModuleSpec, state_dict: Mapping[str, Tensor]) -> None:
+    """Raise NotAMotionModuleError unless ``state_dict`` (original layout) has exactly the model's tensors
+    with the model's shapes; positional tables may be absent."""
+    if any("lora" in key.lower() for key in state_dict):
+        raise NotAMotionModuleError(
+            "this is a motion LoRA, not a motion module: select a motion module and add the LoRA to the prompt"
+        )
+    expected = _expected_shapes(spec.channels, spec.max_frames, spec.mid_block)
+    missing = [k for k in expected if k not in state_dict and not k.endswith(".pos_encoder.pe")]
+    unexpected = [k for k in state_dict if k not in expected]
+    wrong = [k for k in expected if k in state_dict and tuple(state_dict[k].shape) != expected[k]]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} tensors missing (e.g. {missing[0]})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected tensors (e.g. {unexpected[0]})")
+    if wrong:
+        k = wrong[0]
+        problems.append(f"{len(wrong)} with the wrong shape (e.g. {k}: {tuple(state_dict[k].shape)}, "
+                        f"expected {expected[k]})")
+    if problems:
+        raise NotAMotionModuleError(
+            f"does not match a {spec.describe()} motion module: {'; '.join(problems)}. The file is damaged or an "
+            "unsupported variant (SparseCtrl, PIA, I2V...): re-download it or use a supported motion module"
+        )
+
+
+def build_motion_module(
+    spec: MotionModuleSpec,
+    state_dict: Mapping[str, Tensor],
+    *,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | None = None,
+) -> MotionModule:
+    """A ``MotionModule`` holding ``state_dict``'s tensors (original layout; moved/cast only when needed).
+
+    Built on the meta device and filled with ``load_state_dict(assign=True)``, so no random initialisation
+    runs and no second copy of the weights is made. Missing ``pe`` buffers get the sinusoidal table
+    ``(1, spec.max_frames, C)``. The result is in eval mode, with ``requires_grad`` off and
+    ``.spec.dtype`` the weights' dtype.
+    """
+    check_state_dict(spec, state_dict)
+    target = dtype or spec.dtype
+    tensors = {
+        k: v.to(device=device, dtype=target) if v.is_floating_point() else v.to(device=device)
+        for k, v in state_dict.items()
+    }
+    with torch.device("meta"):
+        model = MotionModule(spec)
+    model.load_state_dict(tensors, strict=False, assign=True)
+    for module in model.modules():  # tables the file does not store
+        if isinstance(module, PositionalEncoding) and module.pe.is_meta:
+            _, length, dim = module.pe.shape
+            module.pe = sinusoidal_table(length, dim)
+        if isinstance(module, PositionalEncoding):
+            module.pe = module.pe.to(device=device, dtype=target)
+    model.spec = dataclasses.replace(spec, dtype=target)
+    model.eval()
+    model.requires_grad_(False)
+    return model
+
+
+def load_motion_module(
+    path: str | os.PathLike[str], *, device: str | torch.device = "cpu", dtype: torch.dtype | None = None
+) -> MotionModule:
+    """Read, convert, detect and build: the ready ``MotionModule`` of a file (``model.spec`` describes it).
+
+    ``dtype=None`` keeps the file's dtype. Every error is a MotionModuleError naming the file.
+    """
+    state_dict = read_state_dict(path)
+    with named_errors(path):
+        original = to_original_layout(state_dict)
+        spec = detect_spec(original)
+        return build_motion_module(spec, original, device=device, dtype=dtype)
+
+
+# ------------------------------------------------------------------------------------------------- cache
+_CACHE: OrderedDict[tuple[object, ...], MotionModule] = OrderedDict()
+_CACHE_LOCK = threading.Lock()
+
+
+def _file_key(path: str | os.PathLike[str]) -> tuple[str, int, int]:
+    resolved = Path(path).resolve()
+    try:
+        stat = resolved.stat()
+    except OSError:
+        raise MotionModuleError(f"{path}: file not found; put the motion module in the model folder") from None
+    return str(resolved), stat.st_mtime_ns, stat.st_size
+
+
+def load_motion_module_cached(
+    path: str | os.PathLike[str], *, device: str | torch.device = "cpu", dtype: torch.dtype | None = None
+) -> MotionModule:
+    """``load_motion_module`` through an LRU cache of ``CACHE_SIZE`` models keyed by (resolved path, mtime,
+    size, device, dtype): a changed file is re-read. The same object is returned to every caller of one key."""
+    key = (*_file_key(path), str(torch.device(device)), dtype)
+    with _CACHE_LOCK:
+        if key in _CACHE:
+            _CACHE.move_to_end(key)
+            return _CACHE[key]
+        model = load_motion_module(path, device=device, dtype=dtype)
+        _CACHE[key] = model
+        while len(_CACHE) > CACHE_SIZE:
+            _CACHE.popitem(last=False)
+        return model
+
+
+def clear_cache() -> None:
+    """Forget every cached model (and cached file hash)."""
+    with _CACHE_LOCK:
+        _CACHE.clear()
+        _HASHES.clear()
+
+
+# ------------------------------------------------------------------------------------------------ hashes
+_HASHES: dict[tuple[str, int, int], str] = {}
+
+
+def file_hash(path: str | os.PathLike[str], *, chunk_size: int = 1 << 20) -> str:
+    """SHA-256 of the file as 64 lowercase hex digits; remembered per (resolved path, mtime, size)."""
+    key = _file_key(path)
+    if key not in _HASHES:
+        digest = hashlib.sha256()
+        with open(key[0], "rb") as handle:
+            while chunk := handle.read(chunk_size):
+                digest.update(chunk)
+        _HASHES[key] = digest.hexdigest()
+    return _HASHES[key]
+
+
+def short_hash(path: str | os.PathLike[str]) -> str:
+    """The first 8 hex digits of ``file_hash``: what the reference extension writes as ``mm_hash``."""
+    return file_hash(path)[:8]
+
+
+# ------------------------------------------------------------------------------------------ compatibility
+BASE_NAMES = {"sd15": "SD1.5", "sdxl": "SDXL"}
+BASE_FAMILIES = {"sd15": "v1/v2/v3/AnimateLCM/Lightning", "sdxl": "AnimateDiff-SDXL/HotShot-XL"}
+
+
+def check_compatible(
+    spec: MotionModuleSpec, base: str, channels: Sequence[int], *, name: str | None = None
+) -> None:
+    """Raise IncompatibleModelError unless the module fits a UNet of ``base`` ("sd15"/"sdxl", any case, dots
+    ignored) whose levels
+    have ``channels`` (e.g. ``(320, 640, 1280, 1280)``). ``name`` (the file name) makes the message clearer."""
+    label = name or f"this {spec.family} motion module"
+    mm_base = BASE_NAMES.get(spec.base, spec.base)
+    base = base.lower().replace(".", "").replace("-", "").replace("_", "")  # "SD1.5" -> "sd15"
+    if base not in BASE_NAMES:
+        raise IncompatibleModelError(
+            f"the loaded checkpoint is {base}, but AnimateDiff motion modules work only with SD1.5 and SDXL "
+            f"checkpoints: load an {mm_base} checkpoint to use {label}"
+        )
+    if spec.base != base:
+        raise IncompatibleModelError(
+            f"{label} is an {mm_base} motion module but the loaded checkpoint is {BASE_NAMES[base]}: pick an "
+            f"{BASE_NAMES[base]} motion module ({BASE_FAMILIES[base]}) or load an {mm_base} checkpoint"
+        )
+    if tuple(channels) != tuple(spec.channels):
+        have = "/".join(map(str, channels))
+        want = "/".join(map(str, spec.channels))
+        raise IncompatibleModelError(
+            f"{label} expects UNet levels with {want} channels but the loaded checkpoint has {have}: the "
+            f"checkpoint is not a standard {BASE_NAMES[base]} UNet; load a standard {BASE_NAMES[base]} checkpoint "
+            "or a motion module made for this one"
+        )

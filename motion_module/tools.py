@@ -1,0 +1,179 @@
+"""Command-line tools: ``python -m motion_module inspect FILE... [--json] [--hash]`` and
+``python -m motion_module convert IN OUT [--force]``.
+
+``inspect`` reads only the header of a safetensors file (shapes and dtypes, no weights), so it is instant on
+real 1-2 GB modules. A bad file is reported as one line on stderr (no traceback) and makes the exit status 2;
+the other files are still reported. ``convert`` writes fp16 safetensors in the original AnimateDiff layout
+(what every AnimateDiff implementation reads) from any supported file, and checks that the result re-reads
+to the same spec.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .convert import detect_layout, to_original_layout
+from .errors import MotionModuleError
+from .schedules import FAMILY_SCHEDULES
+from .loading import check_state_dict, file_hash, named_errors, read_state_dict
+from .spec import MotionModuleSpec, detect_spec
+
+EXIT_BAD_FILE = 2
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
+
+
+def inspect_file(path: str | os.PathLike[str], *, with_hash: bool = False) -> dict[str, Any]:
+    """What ``inspect`` reports for one file (JSON-ready). Raises MotionModuleError naming the file."""
+    state_dict = read_state_dict(path, meta=True)
+    with named_errors(path):
+        layout = detect_layout(state_dict)
+        original = to_original_layout(state_dict)
+        spec = detect_spec(original)
+        check_state_dict(spec, original)
+    info: dict[str, Any] = {
+        "file": str(path),
+        "family": spec.family,
+        "base": spec.base,
+        "channels": list(spec.channels),
+        "max_frames": spec.max_frames,
+        "mid_block": spec.mid_block,
+        "dtype": _dtype_name(spec.dtype),
+        "params": spec.params,
+        "beta_schedule": spec.beta_schedule,
+        "beta": FAMILY_SCHEDULES[spec.family].label,
+        "layout": layout,
+        "pe_stored": spec.pe_stored,
+        "cross_frame_groupnorm": spec.cross_frame_groupnorm,
+    }
+    if with_hash:
+        info["sha256"] = file_hash(path)
+        info["short_hash"] = info["sha256"][:8]
+    return info
+
+
+def _describe(info: dict[str, Any]) -> str:
+    mid = "with" if info["mid_block"] else "no"
+    text = (
+        f"{info['file']}: {info['family']} ({info['base']}, channels {'/'.join(map(str, info['channels']))}, "
+        f"{mid} mid block, up to {info['max_frames']} frames, {info['dtype']}), {info['params']:,} parameters, "
+        f"beta schedule {info['beta']}, {info['layout']} layout"
+    )
+    if not info["pe_stored"]:
+        text += ", positional table computed"
+    if "short_hash" in info:
+        text += f", hash {info['short_hash']}"
+    return text
+
+
+def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace | int:
+    try:
+        return parser.parse_args(argv)
+    except SystemExit as exc:  # argparse already printed usage / the error
+        return int(exc.code or 0)
+
+
+def _report_error(path: object, exc: BaseException) -> None:
+    message = " ".join(str(exc).split())
+    if not message.startswith(Path(str(path)).name):
+        message = f"{path}: {message}"
+    print(f"error: {message}", file=sys.stderr)
+
+
+def main_inspect(argv: list[str]) -> int:
+    """``inspect FILE... [--json] [--hash]``: one line (or JSON object) per file; 2 if any file is bad."""
+    parser = argparse.ArgumentParser(prog="python -m motion_module inspect", description="Describe motion modules.")
+    parser.add_argument("files", nargs="+", help="motion-module files (.safetensors, .ckpt, .pt, .pth)")
+    parser.add_argument("--json", action="store_true", help="one JSON object per file per line")
+    parser.add_argument("--hash", action="store_true", help="also compute the SHA-256 (reads the whole file)")
+    args = _parse(parser, argv)
+    if isinstance(args, int):
+        return args
+    status = 0
+    for name in args.files:
+        try:
+            info = inspect_file(name, with_hash=args.hash)
+        except (MotionModuleError, OSError) as exc:
+            _report_error(name, exc)
+            status = EXIT_BAD_FILE
+            continue
+        print(json.dumps(info) if args.json else _describe(info), flush=True)
+    return status
+
+
+def _fp16_tensors(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Float tensors as contiguous fp16, each with its own storage (safetensors refuses shared memory)."""
+    out: dict[str, Tensor] = {}
+    seen: set[int] = set()
+    for key, tensor in state_dict.items():
+        if tensor.is_floating_point():
+            tensor = tensor.to(torch.float16)
+        tensor = tensor.contiguous()
+        pointer = tensor.untyped_storage().data_ptr()
+        if pointer in seen:
+            tensor = tensor.clone()
+        seen.add(tensor.untyped_storage().data_ptr())
+        out[key] = tensor
+    return out
+
+
+def convert_file(source: Path, target: Path) -> MotionModuleSpec:
+    """Write ``source`` as fp16 original-layout safetensors at ``target`` (atomically); return the re-read spec."""
+    from safetensors.torch import save_file
+
+    state_dict = read_state_dict(source)
+    with named_errors(source):
+        layout = detect_layout(state_dict)
+        original = to_original_layout(state_dict)
+        spec = detect_spec(original)
+        check_state_dict(spec, original)
+    metadata = {"format": "pt", "animatediff_family": spec.family, "converted_from": f"{source.name} ({layout})"}
+    temporary = target.with_name(f".{target.name}.partial")
+    try:
+        save_file(_fp16_tensors(original), str(temporary), metadata=metadata)
+        os.replace(temporary, target)
+    finally:
+        temporary.unlink(missing_ok=True)
+    written = detect_spec(read_state_dict(target, meta=True))
+    for field in ("family", "base", "channels", "max_frames", "mid_block", "params"):
+        if getattr(written, field) != getattr(spec, field):
+            raise MotionModuleError(f"{target.name}: conversion changed {field}; please report this as a bug")
+    return written
+
+
+def main_convert(argv: list[str]) -> int:
+    """``convert IN OUT [--force]``: fp16 safetensors in the original AnimateDiff layout."""
+    parser = argparse.ArgumentParser(
+        prog="python -m motion_module convert",
+        description="Write a motion module as fp16 safetensors in the original AnimateDiff layout.",
+    )
+    parser.add_argument("source", help="any supported motion-module file (original, diffusers or raw HotShot-XL)")
+    parser.add_argument("target", help="output file, must end in .safetensors")
+    parser.add_argument("--force", action="store_true", help="overwrite the output file if it exists")
+    args = _parse(parser, argv)
+    if isinstance(args, int):
+        return args
+    source, target = Path(args.source), Path(args.target)
+    if target.suffix.lower() != ".safetensors":
+        print(f"error: {target}: the output must be a .safetensors file", file=sys.stderr)
+        return EXIT_BAD_FILE
+    if target.exists() and not args.force:
+        print(f"error: {target} already exists; pass --force to overwrite it", file=sys.stderr)
+        return EXIT_BAD_FILE
+    try:
+        spec = convert_file(source, target)
+    except (MotionModuleError, OSError) as exc:
+        _report_error(source, exc)
+        return EXIT_BAD_FILE
+    print(f"wrote {target}: {spec.describe()}")
+    return 0
