@@ -35,6 +35,7 @@ from motion_module.param_fields import FIELDS, OutputFormat
 from motion_module.params import AnimateDiffParams, from_script_args
 from motion_module.patch import Host, Injection, animatediff_patch
 from motion_module.run import RunPlan, plan_run
+from motion_module.spec import detect_spec
 
 logger = logging.getLogger("animatediff")
 EXTENSION_DIR = Path(__file__).resolve().parent.parent
@@ -143,10 +144,11 @@ def _prepare(p: Any, run: Run) -> None:
     _check_host(p)
     path = resolve_model(params.model)
     run.model_name = path.relative_to(model_dir().resolve()).as_posix()
+    base, channels = _unet_shape(p)  # checked from the file's header before any weight is loaded
+    loading.check_compatible(detect_spec(loading.read_state_dict(path, meta=True)), base, channels,
+                             name=run.model_name)
     run.module = loading.load_motion_module_cached(path, device=devices.device, dtype=devices.dtype_unet)
     spec = run.module.spec
-    base, channels = _unet_shape(p)
-    loading.check_compatible(spec, base, channels, name=run.model_name)
     run.model_hash = loading.short_hash(path)
     prompt = p.prompt if isinstance(p.prompt, str) else None
     run.plan = plan = plan_run(params, spec, prompt or "")
@@ -159,8 +161,6 @@ def _prepare(p: Any, run: Run) -> None:
         p.prompt = plan.prompts(prompt or "", p.n_iter)
     p.do_not_save_grid = True
     p.do_not_save_samples = True  # frames are saved by us, per video, when PNG is asked for
-    if getattr(p, "cfg_scale", 7.0) == 1.0:
-        p.override_settings = dict(getattr(p, "override_settings", None) or {}, skip_early_cond=1.0)
     p.extra_generation_params[mm_infotext.INFOTEXT_KEY] = mm_infotext.to_infotext(
         params, model=run.model_name, model_hash=run.model_hash, schedule_used=plan.schedule.label,
         frames=plan.frames, context=plan.context, img2img=isinstance(p, StableDiffusionProcessingImg2Img))
@@ -179,6 +179,7 @@ def _lightning_hint(p: Any, run: Run) -> None:
     note = (f"AnimateDiff: {steps} steps looks like AnimateDiff-Lightning; its recipe is sampler Euler, "
             "Schedule type 'SGM Uniform', CFG scale 1")
     run.comments.append(note)
+    p.comment(note)
     logger.warning(note)
 
 
@@ -257,6 +258,10 @@ def on_cfg_denoiser(params: Any) -> None:
         return
     try:
         _wrap_inner_model(denoiser, run)
+        rows = params.text_cond.shape[0]
+        if rows != run.plan.frames:
+            raise ParameterError("prompt", f"{rows} conditionings for {run.plan.frames} frames: AND / "
+                                 "composable prompts cannot be animated; remove AND from the prompt")
         if run.plan.travel is not None:
             params.text_cond = run.plan.frame_conds(params.text_cond)
     except Exception as error:  # raised from the inner model / p.sample, not swallowed by WebUI
@@ -474,8 +479,8 @@ class AnimateDiffScript(scripts.Script):
         except Exception as error:  # WebUI swallows it: show it to the user instead
             logger.exception("AnimateDiff: writing the video failed")
             run.comments.append(f"AnimateDiff: writing the video failed: {error}")
-        for note in run.comments:
-            processed.comments = f"{processed.comments}\n{note}".strip() if processed.comments else note
+        if run.comments:
+            processed.extra_generation_params["AnimateDiff notes"] = list(run.comments)
 
 
 # ----- settings, paste, xyz: registered once at import ---------------------------------------------

@@ -1,0 +1,1 @@
+"""Live-WebUI test tier: skipped unless ANIMATEDIFF_WEBUI_DIR or ANIMATEDIFF_WEBUI_URL is set (conftest.py)."""

@@ -1,0 +1,81 @@
+"""A minimal JSON client for A1111's HTTP API (``/sdapi/v1/*``), standard library only."""
+
+from __future__ import annotations
+
+import base64
+import json
+import urllib.error
+import urllib.request
+from typing import Any
+
+GENERATION_TIMEOUT_S = 300.0  # one request: a real model on a busy CPU is slow
+# Commas, emphasis brackets and > 75 tokens: A1111's prompt chunking and emphasis run on the tiny tokenizer.
+LONG_PROMPT = "a photo of a cat, (masterpiece:1.2), [blurry], ((sharp focus)), " * 8
+
+
+class WebUIError(RuntimeError):
+    """The WebUI answered with an HTTP error; the message carries its JSON body (A1111's ``detail``)."""
+
+
+class WebUIClient:
+    """Calls one WebUI at ``base_url`` (e.g. ``http://127.0.0.1:7861``, no trailing slash needed)."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url.rstrip("/")
+
+    def request(self, method: str, path: str, payload: Any = None,
+                timeout: float = GENERATION_TIMEOUT_S) -> Any:
+        """``method`` ``path`` with an optional JSON body; returns the decoded JSON answer."""
+        data = None if payload is None else json.dumps(payload).encode("utf-8")
+        req = urllib.request.Request(f"{self.base_url}{path}", data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                body = resp.read()
+        except urllib.error.HTTPError as exc:
+            detail = exc.read().decode("utf-8", "replace")[:4000]
+            raise WebUIError(f"{method} {path} -> HTTP {exc.code}: {detail}") from exc
+        return json.loads(body) if body else None
+
+    def get(self, path: str, timeout: float = 30.0) -> Any:
+        return self.request("GET", path, timeout=timeout)
+
+    def post(self, path: str, payload: Any = None, timeout: float = GENERATION_TIMEOUT_S) -> Any:
+        return self.request("POST", path, payload if payload is not None else {}, timeout=timeout)
+
+    def txt2img(self, **payload: Any) -> dict[str, Any]:
+        """POST ``/sdapi/v1/txt2img``; the answer has ``images`` (base64 PNGs), ``parameters``, ``info``."""
+        return self.post("/sdapi/v1/txt2img", payload)
+
+    def interrupt(self) -> None:
+        """Ask the running job to stop (A1111 finishes the current step and returns what it has)."""
+        self.post("/sdapi/v1/interrupt", timeout=30.0)
+
+    def options(self) -> dict[str, Any]:
+        return self.get("/sdapi/v1/options")
+
+    def script_names(self, tab: str = "txt2img") -> list[str]:
+        """Lower-cased titles of the scripts the API accepts for ``tab`` ("txt2img" or "img2img")."""
+        return list(self.get("/sdapi/v1/scripts")[tab])
+
+
+def tiny_txt2img(seed: int = 1234, **extra: Any) -> dict[str, Any]:
+    """A txt2img payload for the tiny checkpoint: 64x64, 2 Euler steps, fixed seed; ``extra`` overrides."""
+    payload: dict[str, Any] = {
+        "prompt": LONG_PROMPT, "negative_prompt": "low quality, watermark", "steps": 2,
+        "width": 64, "height": 64, "seed": seed, "sampler_name": "Euler", "scheduler": "Automatic",
+        "cfg_scale": 7.0, "batch_size": 1, "n_iter": 1,
+    }
+    payload.update(extra)
+    return payload
+
+
+def png_bytes(response: dict[str, Any]) -> list[bytes]:
+    """The images of a txt2img/img2img answer as raw PNG bytes (A1111 may prefix a data-URL header)."""
+    return [base64.b64decode(img.split(",", 1)[1] if img.startswith("data:") else img)
+            for img in response["images"]]
+
+
+def infotexts(response: dict[str, Any]) -> list[str]:
+    """The per-image infotexts (``info`` is a JSON string inside the JSON answer)."""
+    return list(json.loads(response["info"])["infotexts"])

@@ -1,0 +1,175 @@
+"""Start, wait for and stop an A1111 WebUI (API only, CPU, 127.0.0.1) for the live-WebUI test tier.
+
+The WebUI runs in its own Python (its virtualenv: it pins old numpy/pillow/transformers), in a new
+process group, with ``--data-dir`` set to a scratch folder: its config.json, outputs, cache and
+``extensions/`` live there, so the WebUI install itself is never modified and an instance already
+running from the same install is not disturbed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+EXTENSION_NAME = "sd-webui-animatediff-engine"
+READY_PATH = "/sdapi/v1/sd-models"
+# CPU-only, offline, API-only; the flags are the WebUI 1.10 names.
+LAUNCH_FLAGS = (
+    "--skip-prepare-environment", "--skip-torch-cuda-test", "--skip-version-check",
+    "--skip-python-version-check", "--use-cpu", "all", "--no-half", "--precision", "full",
+    "--api", "--nowebui", "--no-download-sd-model",
+)
+
+
+def repo_root() -> Path:
+    """This repository (the extension folder WebUI loads)."""
+    return Path(__file__).resolve().parents[2]
+
+
+def resolve_python(webui_dir: Path, env: Mapping[str, str]) -> Path:
+    """The WebUI's interpreter: ``$ANIMATEDIFF_WEBUI_PYTHON``, else ``<dir>/venv`` or ``<dir>/../venv``."""
+    explicit = env.get("ANIMATEDIFF_WEBUI_PYTHON")
+    candidates = [Path(explicit)] if explicit else [
+        webui_dir / "venv" / "bin" / "python", webui_dir.parent / "venv" / "bin" / "python"]
+    for candidate in candidates:
+        if candidate.exists():
+            return candidate
+    raise FileNotFoundError(
+        f"no WebUI Python found at {', '.join(map(str, candidates))}: set ANIMATEDIFF_WEBUI_PYTHON to "
+        "the python of the virtualenv the WebUI's requirements are installed in")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def link_extension(data_dir: Path, source: Path, name: str = EXTENSION_NAME) -> Path:
+    """Symlink ``source`` as ``<data_dir>/extensions/<name>`` (WebUI loads every folder there)."""
+    extensions = data_dir / "extensions"
+    extensions.mkdir(parents=True, exist_ok=True)
+    link = extensions / name
+    if link.is_symlink() or link.exists():
+        if link.resolve() != source.resolve():
+            raise FileExistsError(f"{link} exists and is not a link to {source}: remove it first")
+        return link
+    link.symlink_to(source.resolve(), target_is_directory=True)
+    return link
+
+
+def launch_command(python: Path, checkpoint: Path, data_dir: Path, port: int,
+                   extra_args: Sequence[str] = ()) -> list[str]:
+    """The ``launch.py`` command line (run it with the WebUI folder as working directory)."""
+    return [str(python), "launch.py", *LAUNCH_FLAGS, "--server-name", "127.0.0.1", "--port", str(port),
+            "--ckpt", str(checkpoint), "--data-dir", str(data_dir), *extra_args]
+
+
+@dataclass
+class WebUISession:
+    """The WebUI the tier talks to. Paths are None when this session did not launch it."""
+
+    url: str
+    launched: bool
+    extension_expected: bool  # our scripts should be loaded (ANIMATEDIFF_EXTENSION_LINK != "0")
+    log_path: Path | None = None
+    data_dir: Path | None = None
+    checkpoint: Path | None = None
+    startup_s: float = 0.0  # launch until the API answered and a 1-step warm-up image came back
+    motion_module_dir: Path | None = None  # <data-dir>/models/AnimateDiff (see conftest's hook)
+    motion_modules: list[Path] = field(default_factory=list)
+
+
+@dataclass
+class LaunchedWebUI:
+    """A WebUI this test session started: its base URL, process (a group leader) and log file."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    startup_s: float = 0.0
+
+
+def start_webui(webui_dir: Path, command: Sequence[str], port: int, log_path: Path) -> LaunchedWebUI:
+    """Start ``command`` in ``webui_dir`` in a new session (own process group), output to ``log_path``."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env.setdefault("OMP_NUM_THREADS", "1")  # tiny models: extra threads only spin on a shared CPU
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(list(command), cwd=webui_dir, env=env, stdout=log,
+                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                   start_new_session=True)
+    return LaunchedWebUI(url=f"http://127.0.0.1:{port}", process=process, log_path=log_path)
+
+
+def is_ready(url: str, timeout: float = 2.0) -> bool:
+    """True once the API answers ``GET /sdapi/v1/sd-models`` with 200."""
+    try:
+        with urllib.request.urlopen(f"{url}{READY_PATH}", timeout=timeout) as resp:
+            return int(resp.status) == 200
+    except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+        return False
+
+
+def wait_until_ready(webui: LaunchedWebUI, timeout: float) -> float:
+    """Poll until the API answers; returns the seconds waited. Raises with the log's tail on failure."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if webui.process.poll() is not None:
+            raise RuntimeError(f"WebUI exited with code {webui.process.returncode} before its API came "
+                               f"up; log {webui.log_path}:\n{log_tail(webui.log_path)}")
+        if is_ready(webui.url):
+            webui.startup_s = time.monotonic() - start
+            return webui.startup_s
+        time.sleep(0.5)
+    raise TimeoutError(f"WebUI API not up after {timeout:.0f} s (raise ANIMATEDIFF_WEBUI_STARTUP_TIMEOUT "
+                       f"if the machine is slow); log {webui.log_path}:\n{log_tail(webui.log_path)}")
+
+
+def stop_webui(process: subprocess.Popen[bytes], grace_s: float = 20.0) -> None:
+    """SIGTERM the WebUI's process group, then SIGKILL it if it is still there after ``grace_s``."""
+    if process.poll() is not None:
+        return
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 10.0)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=wait_s)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def log_tail(log_path: Path | None, chars: int = 6000) -> str:
+    """The last ``chars`` characters of the WebUI log (progress-bar carriage returns made newlines)."""
+    if log_path is None or not log_path.exists():
+        return "(no log)"
+    with open(log_path, "rb") as log:
+        log.seek(max(0, log_path.stat().st_size - chars))
+        return log.read().decode("utf-8", "replace").replace("\r", "\n")
+
+
+def script_load_errors(log_path: Path | None) -> str:
+    """WebUI's "*** Error loading script" blocks from the log (they scroll out of the tail early)."""
+    if log_path is None or not log_path.exists():
+        return ""
+    blocks, current = [], None
+    for line in log_path.read_text(encoding="utf-8", errors="replace").splitlines():
+        if line.startswith("*** Error loading script"):
+            current = [line]
+        elif current is not None:
+            current.append(line)
+            if line.strip() == "---":
+                blocks.append("\n".join(current))
+                current = None
+    return "\n".join(blocks)

@@ -1,0 +1,214 @@
+"""AnimateDiff through the HTTP API of a live A1111 1.10 (skipped unless the tier is configured).
+
+Uses tiny random motion modules matching the tiny SD1.5-shaped checkpoint (channels 32/64/128/128),
+written into a temporary folder that the tests select with the `animatediff_model_path` setting.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import imageio.v3 as iio
+import pytest
+from PIL import Image
+
+from tests.fixtures.motion_modules import build_state_dict, write_checkpoint
+
+from .client import WebUIClient, WebUIError, png_bytes, tiny_txt2img
+
+TRAVEL = "masterpiece\n0: a calm sea\n4: a storm, lightning\nsunset"
+MODULES = {"tiny_v1.safetensors": "v1", "tiny_v2.safetensors": "v2", "tiny_v3.safetensors": "v3",
+           "tiny_lightning.safetensors": "lightning", "tiny_sdxl.safetensors": "sdxl"}
+
+
+@pytest.fixture(scope="session")
+def module_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("animatediff-models")
+    for name, family in MODULES.items():
+        write_checkpoint(folder / name, build_state_dict(family, seed=3), "safetensors")
+    return folder
+
+
+@pytest.fixture
+def api(webui: WebUIClient, module_dir: Path) -> WebUIClient:
+    webui.post("/sdapi/v1/options", {"animatediff_model_path": str(module_dir)})
+    return webui
+
+
+def ad_payload(ad: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    args = {"enable": True, "model": "tiny_v2.safetensors", "format": ["GIF"], "video_length": 8,
+            "batch_size": 8, **ad}
+    return tiny_txt2img(seed=7, alwayson_scripts={"AnimateDiff": {"args": [args]}}, **extra)
+
+
+def videos(response: dict[str, Any]) -> list[bytes]:
+    return [base64.b64decode(item) for item in response["images"]]
+
+
+def gif_frames(data: bytes) -> list[Image.Image]:
+    image = Image.open(io.BytesIO(data))
+    frames = []
+    for index in range(image.n_frames):
+        image.seek(index)
+        frames.append(image.convert("RGB").copy())
+    return frames
+
+
+def expect_error(api: WebUIClient, payload: dict[str, Any], *needles: str) -> str:
+    with pytest.raises(WebUIError) as caught:
+        api.post("/sdapi/v1/txt2img", payload)
+    body = str(caught.value)
+    assert "HTTP 500" in body or "HTTP 422" in body, body
+    for needle in needles:
+        assert needle in body, body
+    return body
+
+
+def test_every_format_decodes_and_infotext_round_trips(api: WebUIClient) -> None:
+    response = api.post("/sdapi/v1/txt2img", ad_payload(
+        {"format": ["GIF", "MP4", "WEBP", "WEBM", "PNG", "TXT"], "video_length": 12, "overlap": 2, "fps": 8},
+        prompt=TRAVEL))
+    gif, mp4, webp, webm = videos(response)
+    assert gif[:6] == b"GIF89a" and mp4[4:8] == b"ftyp" and webp[8:12] == b"WEBP" and webm[:4] == b"\x1aE\xdf\xa3"
+    image = Image.open(io.BytesIO(gif))
+    assert (image.n_frames, image.size) == (12, (64, 64))
+    durations = []
+    for index in range(12):
+        image.seek(index)
+        durations.append(image.info["duration"])
+    assert abs(sum(durations) - 1500) <= 10
+    assert Image.open(io.BytesIO(webp)).n_frames == 12
+    for data, ext in ((mp4, ".mp4"), (webm, ".webm")):
+        assert iio.imread(data, extension=ext).shape[0] == 12
+    info = json.loads(response["info"])
+    files = info["extra_generation_params"]["AnimateDiff files"]
+    assert any(f.endswith(".txt") for f in files) and any(Path(f).suffix == "" for f in files)
+    for data in (gif, webp):
+        pnginfo = api.post("/sdapi/v1/png-info", {"image": base64.b64encode(data).decode()})
+        text = pnginfo["info"]
+        assert text.startswith(TRAVEL + "\n"), text[:200]  # the original multi-line travel prompt
+        assert "enable: True" in pnginfo["parameters"]["AnimateDiff"]
+        assert "video_length: 12" in pnginfo["parameters"]["AnimateDiff"]
+        assert "model: tiny_v2.safetensors" in pnginfo["parameters"]["AnimateDiff"]
+
+
+@pytest.mark.parametrize(("ad", "needles"), [
+    ({"reverse": True}, ["reverse", "Known"]),
+    ({"closed_loop": True}, ["closed_loop", "R-P"]),
+    ({"video_length": "many"}, ["video_length"]),
+    ({"overlap": 9}, ["overlap"]),
+    ({"model": "missing.safetensors"}, ["missing.safetensors", "not found"]),
+    ({"model": "tiny_sdxl.safetensors"}, ["SDXL"]),
+    ({"model": "tiny_v1.safetensors", "batch_size": 32}, ["24"]),
+    ({"model": "../../etc/passwd"}, ["model"]),
+    ({"request_id": "../x"}, ["request_id"]),
+])
+def test_bad_requests_fail_with_a_named_field(api: WebUIClient, ad: dict[str, Any], needles: list[str]) -> None:
+    expect_error(api, ad_payload(ad), *needles)
+
+
+def test_format_as_string_is_accepted(api: WebUIClient) -> None:
+    response = api.post("/sdapi/v1/txt2img", ad_payload({"format": "gif,webp", "video_length": 4}))
+    kinds = [v[:4] for v in videos(response)]
+    assert kinds == [b"GIF8", b"RIFF"]
+
+
+def plain(api: WebUIClient) -> bytes:
+    return png_bytes(api.txt2img(**tiny_txt2img(seed=99)))[0]
+
+
+def test_host_is_restored_after_success_failure_and_interrupt(api: WebUIClient) -> None:
+    before = plain(api)
+    api.post("/sdapi/v1/txt2img", ad_payload({"model": "tiny_v1.safetensors", "video_length": 10, "overlap": 2}))
+    assert plain(api) == before
+    # fails mid-sampling, with the modules inserted (AND prompts give more cond rows than frames)
+    expect_error(api, ad_payload({}, prompt="a cat AND a dog"), "AND")
+    assert plain(api) == before
+    # interrupted mid-sampling
+    worker = threading.Thread(target=lambda: api.post("/sdapi/v1/txt2img", ad_payload(
+        {"video_length": 24, "overlap": 2}, steps=30)))
+    worker.start()
+    time.sleep(3.0)
+    api.interrupt()
+    worker.join(timeout=600)
+    assert not worker.is_alive()
+    assert plain(api) == before
+
+
+LONG = ", ".join(f"detailed word{i}" for i in range(60))  # > 75 tokens: cond 154 rows, uncond 77
+
+
+@pytest.mark.parametrize("cfg", [7.0, 1.0])
+def test_same_video_with_batch_cond_uncond_on_or_off(api: WebUIClient, cfg: float) -> None:
+    results = []
+    for batch in (True, False):
+        payload = ad_payload({"video_length": 10, "overlap": 2}, prompt=LONG, cfg_scale=cfg,
+                             override_settings={"batch_cond_uncond": batch, "pad_cond_uncond": False,
+                                                "pad_cond_uncond_v0": False})
+        results.append(videos(api.post("/sdapi/v1/txt2img", payload))[0])
+    assert results[0] == results[1]
+
+
+@pytest.mark.parametrize(("mode", "frames", "expected"), [("N", 10, 10), ("R-P", 10, 10), ("R+P", 10, 10),
+                                                          ("A", 10, 10), ("A", 6, 10)])
+def test_closed_loop_modes_with_prompt_travel(api: WebUIClient, mode: str, frames: int, expected: int) -> None:
+    response = api.post("/sdapi/v1/txt2img", ad_payload(
+        {"closed_loop": mode, "video_length": frames, "overlap": 2}, prompt=TRAVEL))
+    got = gif_frames(videos(response)[0])
+    assert len(got) == expected
+    assert got[0].tobytes() != got[-1].tobytes()
+
+
+def test_prompt_travel_changes_the_video(api: WebUIClient) -> None:
+    travel = videos(api.post("/sdapi/v1/txt2img", ad_payload({"video_length": 8}, prompt=TRAVEL)))[0]
+    still = videos(api.post("/sdapi/v1/txt2img", ad_payload({"video_length": 8}, prompt="masterpiece, a calm sea")))[0]
+    assert travel != still
+
+
+def _png_b64(color: tuple[int, int, int]) -> str:
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), color).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def test_img2img_with_a_last_frame(api: WebUIClient) -> None:
+    payload = {
+        "init_images": [_png_b64((200, 30, 30))], "denoising_strength": 0.6, "prompt": "a red square",
+        "steps": 2, "width": 64, "height": 64, "seed": 3, "sampler_name": "Euler", "cfg_scale": 7,
+        "alwayson_scripts": {"AnimateDiff": {"args": [{
+            "enable": True, "model": "tiny_v2.safetensors", "format": ["GIF"], "video_length": 8, "batch_size": 8,
+            "last_frame": _png_b64((30, 30, 200)), "latent_scale": 8, "latent_scale_last": 8}]}},
+    }
+    with_last = gif_frames(videos(api.post("/sdapi/v1/img2img", payload))[0])
+    payload["alwayson_scripts"]["AnimateDiff"]["args"][0]["last_frame"] = None
+    without_last = gif_frames(videos(api.post("/sdapi/v1/img2img", payload))[0])
+    assert len(with_last) == len(without_last) == 8
+    assert with_last[0].tobytes() == without_last[0].tobytes() or with_last[-1].tobytes() != without_last[-1].tobytes()
+    assert with_last[-1].tobytes() != without_last[-1].tobytes()
+
+
+def test_n_iter_two_gives_two_videos_with_their_own_seeds(api: WebUIClient) -> None:
+    response = api.post("/sdapi/v1/txt2img", ad_payload({"video_length": 6}, n_iter=2))
+    first, second = videos(response)
+    assert first != second
+    info = json.loads(response["info"])
+    names = [Path(f).name for f in info["extra_generation_params"]["AnimateDiff files"]]
+    assert len(names) == 2 and names[0].endswith("-7.gif") and names[1].endswith("-13.gif")
+
+
+def test_lightning_recipe(api: WebUIClient) -> None:
+    response = api.post("/sdapi/v1/txt2img", ad_payload(
+        {"model": "tiny_lightning.safetensors", "video_length": 8}, sampler_name="Euler", scheduler="SGM Uniform",
+        cfg_scale=1.0, steps=2))
+    assert videos(response)[0][:6] == b"GIF89a"
+    assert "AnimateDiff notes" not in json.loads(response["info"])["extra_generation_params"]
+    hinted = api.post("/sdapi/v1/txt2img", ad_payload({"model": "tiny_lightning.safetensors", "video_length": 4},
+                                                     steps=4, sampler_name="DPM++ 2M"))
+    notes = json.loads(hinted["info"])["extra_generation_params"]["AnimateDiff notes"]
+    assert "SGM Uniform" in notes[0]
