@@ -153,8 +153,9 @@ def _prepare(p: Any, run: Run) -> None:
     prompt = p.prompt if isinstance(p.prompt, str) else None
     run.plan = plan = plan_run(params, spec, prompt or "")
     output.validate_request_id(params.request_id)
-    if params.freeinit_enable:
-        raise ParameterError("freeinit_enable", "FreeInit is not available in WebUI yet; turn it off")
+    if params.freeinit_enable and (isinstance(p, StableDiffusionProcessingImg2Img) or getattr(p, "enable_hr", False)):
+        raise ParameterError("freeinit_enable", "FreeInit works in txt2img without hires fix; turn FreeInit "
+                             "or hires fix off (img2img: use denoising strength instead)")
     p.batch_size = plan.frames
     if plan.travel is not None:
         run.original_prompt = prompt
@@ -209,7 +210,10 @@ def _sample(p: Any, run: Run, original: Any, *args: Any, **kwargs: Any) -> Any:
                 # before the schedule was ours. Build it again inside the patch.
                 p.sampler = sd_samplers.create_sampler(p.sampler_name, p.sd_model)
                 _img2gif(p, run)
-            result = original(*args, **kwargs)
+            if run.params.freeinit_enable:
+                result = _freeinit(p, run, original, *args, **kwargs)
+            else:
+                result = original(*args, **kwargs)
             if run.error is not None:
                 raise run.error
             return result
@@ -218,6 +222,55 @@ def _sample(p: Any, run: Run, original: Any, *args: Any, **kwargs: Any) -> Any:
             for inner in run.wrapped:
                 inner.__dict__.pop("forward", None)
             run.wrapped.clear()
+
+
+class _NoiseSource:
+    """Stands in for ``p.rng``: hands out ``first`` (if given) for the initial noise, records what the
+    initial noise was, and delegates every later draw (ancestral / SDE noise) to WebUI's generator."""
+
+    def __init__(self, rng: Any, first: torch.Tensor | None = None) -> None:
+        self.rng, self.first, self.initial = rng, first, None
+
+    def next(self) -> torch.Tensor:
+        if self.first is not None:
+            out, self.first = self.first, None
+        else:
+            out = self.rng.next()
+        if self.initial is None:
+            self.initial = out
+        return out
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.rng, name)
+
+
+def _freeinit(p: Any, run: Run, original: Any, *args: Any, **kwargs: Any) -> Any:
+    """FreeInit (txt2img): sample, then restart from the low frequencies of the re-noised result mixed
+    with the high frequencies of fresh noise, ``freeinit_iters`` passes in total."""
+    from motion_module.freeinit import freeinit_noise, lowpass_filter
+
+    params, plan = run.params, run.plan
+    assert plan is not None
+    webui_rng = p.rng
+    try:
+        source = p.rng = _NoiseSource(webui_rng)
+        samples = original(*args, **kwargs)
+        alpha_T = float(plan.schedule.alphas_cumprod()[-1])
+        for iteration in range(1, params.freeinit_iters):
+            if shared.state.interrupted or source.initial is None:
+                break
+            z = source.initial
+            frames, _, height, width = z.shape
+            lowpass = lowpass_filter((frames, height, width), str(params.freeinit_filter.value),
+                                     d_s=params.freeinit_ds, d_t=params.freeinit_dt, device=z.device)
+            generator = torch.Generator(device="cpu").manual_seed(int(p.seeds[0]) + 7919 * iteration)
+            fresh = torch.randn(tuple(z.shape), generator=generator).to(z)
+            noise = freeinit_noise(samples.to(z), z, fresh, alpha_T, lowpass)
+            source = p.rng = _NoiseSource(webui_rng, first=noise)
+            samples = original(*args, **kwargs)
+        return samples
+    finally:
+        p.rng = webui_rng
 
 
 def _encode_image(p: Any, image: Any) -> torch.Tensor:

@@ -212,3 +212,13 @@ def test_lightning_recipe(api: WebUIClient) -> None:
                                                      steps=4, sampler_name="DPM++ 2M"))
     notes = json.loads(hinted["info"])["extra_generation_params"]["AnimateDiff notes"]
     assert "SGM Uniform" in notes[0]
+
+
+def test_freeinit_runs_more_passes_and_changes_the_video(api: WebUIClient) -> None:
+    plain_video = videos(api.post("/sdapi/v1/txt2img", ad_payload({"video_length": 8})))[0]
+    free = api.post("/sdapi/v1/txt2img", ad_payload({"video_length": 8, "freeinit_enable": True,
+                                                     "freeinit_iters": 2, "freeinit_filter": "gaussian"}))
+    free_video = videos(free)[0]
+    assert free_video[:6] == b"GIF89a" and free_video != plain_video
+    assert "freeinit_filter: gaussian" in json.loads(free["info"])["infotexts"][0]
+    expect_error(api, ad_payload({"freeinit_enable": True}, enable_hr=True, hr_scale=1.5), "FreeInit")
