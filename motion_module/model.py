@@ -79,7 +79,10 @@ class TemporalSelfAttention(nn.Module):
         def split(t: Tensor) -> Tensor:
             return t.view(n, f, h, c // h).transpose(1, 2)
 
-        out = F.scaled_dot_product_attention(split(self.to_q(x)), split(self.to_k(x)), split(self.to_v(x)))
+        # one GEMM for q, k and v (the weights are concatenated per call: C x 3C, negligible next to N x C x 3C)
+        weight = torch.cat((self.to_q.weight, self.to_k.weight, self.to_v.weight))
+        q, k, v = F.linear(x, weight).split(c, dim=-1)
+        out = F.scaled_dot_product_attention(split(q), split(k), split(v))
         out = out.transpose(1, 2).reshape(n, f, c)
         return self.to_out[0](out)
 
@@ -144,8 +147,9 @@ class TemporalTransformer(nn.Module):
         for block in self.transformer_blocks:
             seq = block(seq)
         seq = self.proj_out(seq)
-        out = seq.view(videos, h, w, num_frames, c).permute(0, 3, 4, 1, 2).reshape(rows, c, h, w)
-        return out + x
+        # the residual add reads the permuted view directly: one pass, no separate copy back to (B*F, C, H, W)
+        out = x.view(videos, num_frames, c, h, w) + seq.view(videos, h, w, num_frames, c).permute(0, 3, 4, 1, 2)
+        return out.view(rows, c, h, w)
 
 
 class TemporalModule(nn.Module):
