@@ -433,32 +433,41 @@ def _write_videos(p: Any, processed: Any, run: Run) -> None:
 
 
 # ----- the script ----------------------------------------------------------------------------------
+def _short_help(text: str) -> str:
+    """The first sentence of a field's help, shown under it (the README has the rest)."""
+    first = text.split(". ", 1)[0].rstrip(".")
+    return first + "."
+
+
 def _component(spec: Any, is_img2img: bool, elem_id: Any) -> Any:
     value = spec.to_ui(spec.default)
     common = {"label": spec.label, "elem_id": elem_id(spec.name), "elem_classes": ["animatediff-field"]}
+    help_text = spec.help if spec.kind == "choice" and spec.name == "closed_loop" else _short_help(spec.help)
     if spec.api_only or (spec.img2img_only and not is_img2img) or spec.kind == "request_id":
         return gr.State(value=value)
     if spec.kind == "bool":
-        return gr.Checkbox(value=value, info=spec.help, **common)
+        return gr.Checkbox(value=value, info=help_text, **common)
     if spec.kind == "model":
         models = list_models()
         default = "mm_sd15_v3.safetensors" if "mm_sd15_v3.safetensors" in models else (models[0] if models else "")
-        return gr.Dropdown(choices=models, value=default, info=spec.help, allow_custom_value=True, **common)
+        return gr.Dropdown(choices=models, value=default, info=help_text, allow_custom_value=True, scale=3,
+                           min_width=280, **common)
     if spec.kind == "formats":
-        return gr.CheckboxGroup(choices=[c for c in spec.choices if c != "Frame"], value=value, **common)
+        return gr.CheckboxGroup(choices=[c for c in spec.choices if c != "Frame"], value=value,
+                                info="PNG = a folder of frames; TXT = the parameters", **common)
     if spec.kind == "choice":
-        return gr.Radio(choices=list(spec.choices), value=value, info=spec.help, **common)
+        return gr.Radio(choices=list(spec.choices), value=value, info=help_text, **common)
     if spec.kind in ("int", "float"):
         bounded = spec.minimum is not None and spec.maximum is not None and spec.maximum - spec.minimum <= 128
         if bounded and spec.step:
             return gr.Slider(minimum=spec.minimum, maximum=spec.maximum, step=spec.step, value=value,
-                             info=spec.help, **common)
-        return gr.Number(value=value, precision=0 if spec.kind == "int" else None, info=spec.help, **common)
+                             info=help_text, **common)
+        return gr.Number(value=value, precision=0 if spec.kind == "int" else None, info=help_text, **common)
     if spec.kind == "image":
         return gr.Image(type="pil", image_mode="RGB", **common)
     if spec.name == "video_source":
         return gr.Video(**common)
-    return gr.Textbox(value=value, info=spec.help, **common)
+    return gr.Textbox(value=value, info=help_text, **common)
 
 
 class AnimateDiffScript(scripts.Script):
@@ -474,7 +483,7 @@ class AnimateDiffScript(scripts.Script):
         components: dict[str, Any] = {}
         with InputAccordion(False, label="AnimateDiff", elem_id=self.elem_id("enable")) as enable:
             components["enable"] = enable
-            gr.HTML('<div class="animatediff-hint" id="animatediff-lightning-hint"></div>')
+            gr.HTML(f'<div class="animatediff-hint" id="{self.elem_id("hint")}"></div>')
             groups: dict[str, list[Any]] = {}
             for spec in FIELDS[1:]:
                 groups.setdefault(spec.group, []).append(spec)

@@ -222,3 +222,11 @@ def test_freeinit_runs_more_passes_and_changes_the_video(api: WebUIClient) -> No
     assert free_video[:6] == b"GIF89a" and free_video != plain_video
     assert "freeinit_filter: gaussian" in json.loads(free["info"])["infotexts"][0]
     expect_error(api, ad_payload({"freeinit_enable": True}, enable_hr=True, hr_scale=1.5), "FreeInit")
+
+
+def test_hires_fix_second_pass_keeps_the_video(api: WebUIClient) -> None:
+    response = api.post("/sdapi/v1/txt2img", ad_payload(
+        {"video_length": 10, "overlap": 2}, enable_hr=True, hr_scale=1.5, hr_upscaler="Latent",
+        hr_second_pass_steps=1, denoising_strength=0.5))
+    frames = gif_frames(videos(response)[0])
+    assert len(frames) == 10 and frames[0].size == (96, 96)
