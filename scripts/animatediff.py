@@ -470,6 +470,29 @@ def _component(spec: Any, is_img2img: bool, elem_id: Any) -> Any:
     return gr.Textbox(value=value, info=help_text, **common)
 
 
+def _paste_value(params: dict[str, Any], name: str) -> Any:
+    """The UI value of field `name` in a parsed infotext (PNG Info paste, or the API's `infotext`)."""
+    key = mm_infotext.PASTE_PREFIX + name
+    if key in params:
+        return params[key]
+    if mm_infotext.INFOTEXT_KEY not in params:
+        return False if name == "enable" else None  # an image made without AnimateDiff turns it off
+    try:
+        return mm_infotext.paste_values(params).get(key)
+    except Exception:  # a damaged entry must not break pasting the rest
+        logger.exception("AnimateDiff: could not read the pasted AnimateDiff parameters")
+        return None
+
+
+def _paste_field(component: Any, name: str) -> Any:
+    """A paste binding that works for the UI and for the API's `infotext` (which skips paste callbacks)."""
+    try:
+        from modules.infotext_utils import PasteField
+    except ImportError:  # WebUI < 1.8: on_infotext_pasted expands the keys, a plain key binding reads them
+        return (component, mm_infotext.PASTE_PREFIX + name)
+    return PasteField(component, lambda params: _paste_value(params, name))
+
+
 class AnimateDiffScript(scripts.Script):
     """Turns a batch into the frames of a video."""
 
@@ -508,10 +531,9 @@ class AnimateDiffScript(scripts.Script):
                                 refresh.click(fn=lambda: gr.update(choices=list_models()), inputs=[],
                                               outputs=[components[spec.name]])
         ordered = [components[spec.name] for spec in FIELDS]
-        self.infotext_fields = [(components[name], mm_infotext.PASTE_PREFIX + name)
-                                for name in mm_infotext.PASTE_FIELDS
-                                if not isinstance(components[name], gr.State)]
-        self.paste_field_names = [key for _, key in self.infotext_fields]
+        pasted = [name for name in mm_infotext.PASTE_FIELDS if not isinstance(components[name], gr.State)]
+        self.infotext_fields = [_paste_field(components[name], name) for name in pasted]
+        self.paste_field_names = [mm_infotext.PASTE_PREFIX + name for name in pasted]
         return ordered
 
     def before_process(self, p: Any, *args: Any) -> None:

@@ -230,3 +230,16 @@ def test_hires_fix_second_pass_keeps_the_video(api: WebUIClient) -> None:
         hr_second_pass_steps=1, denoising_strength=0.5))
     frames = gif_frames(videos(response)[0])
     assert len(frames) == 10 and frames[0].size == (96, 96)
+
+
+def test_infotext_paste_restores_the_animatediff_settings(api: WebUIClient) -> None:
+    """The API's `infotext` field goes through the same paste path as the UI's PNG Info > Send to txt2img."""
+    first = api.post("/sdapi/v1/txt2img", ad_payload({"video_length": 6, "closed_loop": "N", "fps": 12,
+                                                      "format": ["GIF"]}, prompt=TRAVEL))
+    text = json.loads(first["info"])["infotexts"][0]
+    again = api.post("/sdapi/v1/txt2img", {"infotext": text})
+    gif = videos(again)[0]
+    assert gif[:6] == b"GIF89a" and len(gif_frames(gif)) == 6
+    restored = json.loads(again["info"])["infotexts"][0]
+    assert "closed_loop: N" in restored and "fps: 12" in restored and restored.startswith(TRAVEL)
+    assert gif == videos(first)[0]  # same seed, prompt, settings and module: the same video
