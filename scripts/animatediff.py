@@ -115,7 +115,8 @@ def _check_host(p: Any) -> None:
     model = p.sd_model
     if getattr(p, "txt2img_upscale", False):
         raise ParameterError("enable", "the txt2img Upscale button works on one image; turn AnimateDiff off for it")
-    if getattr(model, "is_sd3", False) or not hasattr(getattr(model.model, "diffusion_model", None), "input_blocks"):
+    unet = getattr(getattr(model, "model", None), "diffusion_model", None)
+    if getattr(model, "is_sd3", False) or not hasattr(unet, "input_blocks"):
         raise IncompatibleModelError("AnimateDiff needs an SD1.5 or SDXL checkpoint (UNet); SD3 is not supported")
     if getattr(p, "refiner_checkpoint", None) and getattr(p, "refiner_switch_at", 1.0) < 1.0:
         raise ParameterError("refiner", "the refiner swaps the UNet mid-sampling, without motion modules: "
@@ -392,7 +393,8 @@ def _write_videos(p: Any, processed: Any, run: Run) -> None:
     frame_infos: list[str] = []
     uploaded: list[str] = []
     written: list[str] = []
-    for video in range(len(frames_all) // plan.frames):
+    # ControlNet may append detected maps after the frames: only frames that have a seed are frames
+    for video in range(min(len(frames_all), len(processed.all_seeds)) // plan.frames):
         first = video * plan.frames
         frames = list(frames_all[first:first + plan.frames])
         info = _video_infotext(processed.infotexts[start + first], p.all_prompts[first], run)
