@@ -189,7 +189,6 @@ def test_img2img_with_a_last_frame(api: WebUIClient) -> None:
     payload["alwayson_scripts"]["AnimateDiff"]["args"][0]["last_frame"] = None
     without_last = gif_frames(videos(api.post("/sdapi/v1/img2img", payload))[0])
     assert len(with_last) == len(without_last) == 8
-    assert with_last[0].tobytes() == without_last[0].tobytes() or with_last[-1].tobytes() != without_last[-1].tobytes()
     assert with_last[-1].tobytes() != without_last[-1].tobytes()
 
 
