@@ -27,8 +27,9 @@ import torch
 import torch.fft as fft
 
 from .errors import ParameterError
+from .param_fields import FreeInitFilter
 
-FILTER_KINDS: tuple[str, ...] = ("butterworth", "gaussian", "ideal", "box")
+FILTER_KINDS: tuple[str, ...] = tuple(kind.value for kind in FreeInitFilter)  # butterworth, gaussian, box, ideal
 
 
 def _frequency_radius(frames: int, height: int, width: int, d_s: float, d_t: float) -> torch.Tensor:

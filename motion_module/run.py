@@ -17,7 +17,7 @@ from torch import Tensor
 from .errors import ParameterError, TooManyFramesError
 from .param_fields import BetaSchedule, ClosedLoop
 from .params import AnimateDiffParams
-from .prompts import PromptTravel, frame_prompts, interpolate_conds, parse_prompt_travel
+from .prompts import PromptTravel, frame_prompts, interpolate_conds, parse_prompt_travel, stack_conds
 from .sampling import slice_rows, windowed_denoise
 from .schedules import FAMILY_SCHEDULES, ScheduleSpec, context_windows
 from .spec import MotionModuleSpec
@@ -131,8 +131,9 @@ def _row(cond: Any, index: int) -> Any:
 
 
 def _stack_like(template: Any, rows: Sequence[Any]) -> Any:
+    """``stack_conds(rows)`` in the template's dtype/device and type (A1111's SDXL ``DictWithShape``)."""
+    stacked = stack_conds(rows)
     if isinstance(template, dict):
-        stacked = {k: torch.stack([r[k] for r in rows]).to(template[k]) for k in template}
-        out = type(template)(stacked) if type(template) is not dict else stacked
-        return out
-    return torch.stack(list(rows)).to(template)
+        converted = {k: stacked[k].to(template[k]) for k in template}
+        return converted if type(template) is dict else type(template)(converted)
+    return stacked.to(template)

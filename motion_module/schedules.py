@@ -33,9 +33,10 @@ from typing import Any
 import torch
 
 from .errors import ParameterError
+from .param_fields import ClosedLoop, Fusion
 
-CLOSED_LOOP_MODES: tuple[str, ...] = ("N", "R-P", "R+P", "A")
-FUSION_KINDS: tuple[str, ...] = ("pyramid", "flat")
+CLOSED_LOOP_MODES: tuple[str, ...] = tuple(mode.value for mode in ClosedLoop)  # N, R-P, R+P, A
+FUSION_KINDS: tuple[str, ...] = tuple(kind.value for kind in Fusion)  # pyramid, flat
 
 Window = list[int]
 

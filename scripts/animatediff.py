@@ -68,6 +68,13 @@ def list_models() -> list[str]:
     return sorted(found, key=str.casefold)
 
 
+def default_model(available: list[str]) -> str:
+    """What an empty `model` means: mm_sd15_v3.safetensors if present, else the first file by name."""
+    if "mm_sd15_v3.safetensors" in available:
+        return "mm_sd15_v3.safetensors"
+    return available[0] if available else ""
+
+
 def resolve_model(name: str) -> Path:
     """The file for `name` ("" = automatic), inside the model folder; clear errors otherwise."""
     root = model_dir().resolve()
@@ -76,7 +83,7 @@ def resolve_model(name: str) -> Path:
         if not available:
             raise ParameterError("model", f"no motion module found in {root}: download one (e.g. "
                                  "mm_sd15_v3.safetensors) into that folder or set it in Settings > AnimateDiff")
-        name = "mm_sd15_v3.safetensors" if "mm_sd15_v3.safetensors" in available else available[0]
+        name = default_model(available)
     path = (root / name).resolve()
     if root not in path.parents:
         raise ParameterError("model", f"{name!r} is outside the model folder {root}")
@@ -451,8 +458,7 @@ def _component(spec: Any, is_img2img: bool, elem_id: Any) -> Any:
         return gr.Checkbox(value=value, info=help_text, **common)
     if spec.kind == "model":
         models = list_models()
-        default = "mm_sd15_v3.safetensors" if "mm_sd15_v3.safetensors" in models else (models[0] if models else "")
-        return gr.Dropdown(choices=models, value=default, info=help_text, allow_custom_value=True, scale=3,
+        return gr.Dropdown(choices=models, value=default_model(models), info=help_text, allow_custom_value=True, scale=3,
                            min_width=280, **common)
     if spec.kind == "formats":
         return gr.CheckboxGroup(choices=[c for c in spec.choices if c != "Frame"], value=value,
