@@ -12,13 +12,14 @@ Loading and describing files
         dtype, params, ``beta_schedule`` (diffusers name), decided from tensor shapes only.
 
 Putting modules into a UNet
-    ``injected(unet, motion_module, num_frames) -> ContextManager[Injection]``
+    ``injected(unet, motion_module, window) -> ContextManager[Injection]``
         Inserts the modules into an ldm/sgm ``UNetModel`` (sites derived from its block structure) and
         restores the UNet exactly on exit, also on exceptions and interrupts. Every UNet call inside must
-        stack whole videos: ``x`` of shape ``(B*F, C, H, W)`` with ``F = handle.num_frames``.
-    ``animatediff_patch(host, motion_module, num_frames, alphas_cumprod=None)``
-        The same plus the family's beta schedule on ``host.schedule_owner`` (both ``alphas_cumprod``
-        and ``alphas_cumprod_original``).
+        stack whole videos: ``x`` of shape ``(B*F, C, H, W)`` with ``F = handle.window`` (set per call).
+    ``animatediff_patch(host, motion_module, window, alphas_cumprod=None) -> ContextManager[HostPatch]``
+        The one owner of every host change: the same plus the family's beta schedule on
+        ``host.schedule_owner`` (both ``alphas_cumprod`` and ``alphas_cumprod_original``), and every
+        change the adapter adds through the handle (attributes, chained ``forward`` wrappers).
 
 Sampling
     ``context_windows(...)``, ``windowed_denoise(...)``, ``parse_prompt_travel(...)``,
@@ -40,9 +41,10 @@ from .errors import (
     TooManyFramesError,
     UnsafeFileError,
 )
+from .injection import Injection, injected
 from .loading import load_motion_module, load_motion_module_cached
 from .model import MotionModule
-from .patch import Host, Injection, animatediff_patch, injected
+from .patch import Host, HostPatch, animatediff_patch
 from .prompts import interpolate_conds, parse_prompt_travel
 from .sampling import windowed_denoise
 from .schedules import FAMILY_SCHEDULES, alphas_cumprod, context_windows
@@ -53,6 +55,7 @@ __all__ = [
     "AnimateDiffError",
     "CorruptFileError",
     "Host",
+    "HostPatch",
     "IncompatibleModelError",
     "Injection",
     "MotionModule",

@@ -12,7 +12,7 @@ import sys
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "inspect": ("motion_module.tools", "main_inspect", "describe motion-module files"),
     "convert": ("motion_module.tools", "main_convert", "write fp16 safetensors in the AnimateDiff layout"),
-    "info": ("motion_module.output", "main_info", "print the generation parameters stored in an output"),
+    "info": ("motion_module.video_files", "main_info", "print the generation parameters stored in an output"),
     "demo": ("motion_module.demo", "main_demo", "run the whole pipeline on a tiny random model"),
 }
 

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from .errors import NotAMotionModuleError
+from .positional import sinusoidal_table
 
 log = logging.getLogger(__name__)
 
@@ -154,8 +155,6 @@ def _original_from(state_dict: Mapping[str, Tensor], layout: str, pe_length: int
 
 
 def _add_missing_pe(out: dict[str, Tensor], modules: Mapping[str, Tensor], length: int, dtype: torch.dtype) -> None:
-    from .model import sinusoidal_table
-
     for prefix, proj_in in modules.items():
         base = f"{prefix}.temporal_transformer.transformer_blocks.0.attention_blocks."
         if f"{base}0.pos_encoder.pe" in out:

@@ -3,7 +3,7 @@
 What runs is the real engine: a random motion module is written to safetensors and read back with
 ``load_motion_module`` (spec detection included), the run is planned by ``run.plan_run`` (frames,
 context windows, prompt travel, the family's beta schedule), the modules are inserted with
-``patch.injected`` into :mod:`toy_unet` (a small UNet with ldm's block layout), an Euler sampler
+``patch.injected`` into :mod:`demo_unet` (a small UNet with ldm's block layout), an Euler sampler
 with classifier-free guidance denoises the clip window by window (``RunPlan.denoise`` ->
 ``sampling.windowed_denoise``), and ``output.save_video`` writes every format with its infotext.
 
@@ -32,17 +32,17 @@ from PIL import Image
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
+from .demo_unet import CONTEXT_DIM, randomize, toy_unet
 from .errors import AnimateDiffError, ParameterError
 from .infotext import INFOTEXT_KEY, quote_value, to_infotext
+from .injection import injected
 from .loading import load_motion_module, short_hash
 from .model import MotionModule
-from .output import FORMATS, EncodeOptions, SavedVideo, ping_pong, save_video
 from .params import AnimateDiffParams, ClosedLoop, OutputFormat
-from .patch import injected
 from .run import RunPlan, plan_run
 from .schedules import CLOSED_LOOP_MODES, evaluations_per_frame
 from .spec import MotionModuleSpec
-from .toy_unet import CONTEXT_DIM, randomize, toy_unet
+from .video_files import FORMATS, EncodeOptions, SavedVideo, ping_pong, save_video
 
 RANDOM_NOTE = ("the UNet and motion-module weights are RANDOM: this shows the pipeline running "
                "end to end, not a picture (expect coloured noise)")
@@ -182,7 +182,7 @@ def sample(unet: nn.Module, mm: MotionModule, plan: RunPlan, prompt: str, config
         for step in range(config.steps):
             rows = torch.cat([x, x])
             out = plan.denoise(denoiser, rows, sigmas[step].expand(rows.shape[0]), cond,
-                               step=step, set_frames=handle.set_frames, max_rows=MAX_ROWS)
+                               step=step, set_window=handle.set_window, max_rows=MAX_ROWS)
             denoised = out[frames:] + config.cfg * (out[:frames] - out[frames:])
             x = x + (x - denoised) / sigmas[step] * (sigmas[step + 1] - sigmas[step])
             windows = plan.windows(step)

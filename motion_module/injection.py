@@ -10,9 +10,14 @@ by name so the same code serves ldm (SD1.x/2.x) and sgm (SDXL) without importing
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import types
+import weakref
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from typing import Any
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .errors import IncompatibleModelError, TooManyFramesError
@@ -20,31 +25,32 @@ from .model import MotionModule, TemporalModule
 
 
 class FrameState:
-    """The frame count of the UNet call in progress, shared by every inserted module.
+    """The window of the UNet call in progress, shared by every inserted module.
 
-    ``num_frames`` is the number of consecutive rows that form one video in the current call.
+    ``window`` is the number of consecutive rows that form one video (one context window) in the
+    current call; it is not the video length, which the UNet never sees.
     """
 
-    def __init__(self, num_frames: int, max_frames: int) -> None:
+    def __init__(self, window: int, max_frames: int) -> None:
         self.max_frames = max_frames
-        self._num_frames = 0
-        self.num_frames = num_frames
+        self._window = 0
+        self.window = window
 
     @property
-    def num_frames(self) -> int:
-        return self._num_frames
+    def window(self) -> int:
+        return self._window
 
-    @num_frames.setter
-    def num_frames(self, value: int) -> None:
+    @window.setter
+    def window(self, value: int) -> None:
         value = int(value)
         if value < 1:
-            raise ValueError(f"num_frames must be at least 1, got {value}")
+            raise ValueError(f"the window must be at least 1 frame, got {value}")
         if value > self.max_frames:
             raise TooManyFramesError(
                 f"{value} frames in one UNet call, but the motion module's positional table holds "
                 f"{self.max_frames}: use a context length of {self.max_frames} or less"
             )
-        self._num_frames = value
+        self._window = value
 
 
 class InsertedTemporal(nn.Module):
@@ -57,7 +63,7 @@ class InsertedTemporal(nn.Module):
         object.__setattr__(self, "_state", state)  # not a submodule, not a parameter
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.module(x, self._state.num_frames)
+        return self.module(x, self._state.window)
 
     def extra_repr(self) -> str:
         return f"site={self.site}"
@@ -200,3 +206,98 @@ def _put_back(saved: list[tuple[nn.Module, dict[str, nn.Module | None]]]) -> Non
     for block, modules in reversed(saved):
         object.__setattr__(block, "_modules", modules)
     saved.clear()
+
+
+_ACTIVE: weakref.WeakSet[nn.Module] = weakref.WeakSet()
+
+
+class Injection:
+    """Handle yielded by :func:`injected`: set ``window`` before each UNet call whose rows differ."""
+
+    def __init__(self, mm: MotionModule, state: FrameState, sites: list[str]) -> None:
+        self.motion_module = mm
+        self.spec = mm.spec
+        self.sites = sites
+        self._state = state
+
+    @property
+    def window(self) -> int:
+        """Frames per video in the UNet call in progress (a context window's length)."""
+        return self._state.window
+
+    @window.setter
+    def window(self, value: int) -> None:
+        self._state.window = value
+
+    def set_window(self, value: int) -> None:
+        """Callable form of the setter (for ``sampling.windowed_denoise(set_window=...)``)."""
+        self._state.window = value
+
+
+def _cross_frame_forward(state: FrameState) -> Any:
+    def forward(self: nn.GroupNorm, x: Tensor) -> Tensor:
+        frames = state.window
+        rows = x.shape[0]
+        if frames <= 1 or rows % frames:
+            return F.group_norm(x.float(), self.num_groups, self.weight, self.bias, self.eps).type(x.dtype)
+        # (B*F, C, ...) -> (B, C, F, ...): statistics pooled over the frames of each video.
+        video = x.float().reshape(rows // frames, frames, *x.shape[1:]).transpose(1, 2)
+        out = F.group_norm(video, self.num_groups, self.weight, self.bias, self.eps)
+        return out.transpose(1, 2).reshape(x.shape).type(x.dtype)
+
+    return forward
+
+
+@contextmanager
+def cross_frame_groupnorm(unet: nn.Module, state: FrameState,
+                          groupnorm_cls: type[nn.Module] | None = None) -> Iterator[int]:
+    """Give the UNet's own GroupNorm32 instances per-video statistics (``groups = rows // frames``).
+
+    Only the host's GroupNorm32 class is touched (ldm: ResBlocks and the output norm); the plain
+    ``nn.GroupNorm`` of SpatialTransformers stays per frame, as in AnimateDiff's UNet3D.
+    """
+    targets = [m for m in unet.modules()
+               if (type(m) is groupnorm_cls if groupnorm_cls else type(m).__name__ == "GroupNorm32")]
+    forward = _cross_frame_forward(state)
+    patched: list[nn.Module] = []
+    try:
+        for module in targets:
+            if "forward" in module.__dict__:
+                raise RuntimeError(f"{type(module).__name__} instance already has a patched forward")
+            object.__setattr__(module, "forward", types.MethodType(forward, module))
+            patched.append(module)
+        yield len(patched)
+    finally:
+        for module in patched:
+            del module.__dict__["forward"]
+
+
+def _prepare(mm: MotionModule, unet: nn.Module) -> None:
+    param = next(unet.parameters())
+    mm.to(device=param.device, dtype=param.dtype)
+
+
+@contextmanager
+def injected(unet: nn.Module, motion_module: MotionModule, window: int,
+             *, groupnorm_cls: type[nn.Module] | None = None) -> Iterator[Injection]:
+    """Insert ``motion_module`` into ``unet`` for the duration of the block; restore it exactly on exit.
+
+    Every UNet call inside the block must stack whole windows of ``handle.window`` consecutive rows,
+    ``x: (B*F, C, H, W)``. Raises IncompatibleModelError when the module does not fit the UNet and
+    RuntimeError when this UNet is already injected.
+    """
+    if unet in _ACTIVE:
+        raise RuntimeError("motion modules are already injected into this UNet; leave that block first")
+    sites = plan_sites(unet, motion_module)
+    state = FrameState(window, motion_module.spec.max_frames)
+    _prepare(motion_module, unet)
+    with ExitStack() as stack:
+        _ACTIVE.add(unet)
+        stack.callback(_ACTIVE.discard, unet)
+        stack.callback(insert(sites, motion_module, state))
+        if motion_module.spec.cross_frame_groupnorm:
+            stack.enter_context(cross_frame_groupnorm(unet, state, groupnorm_cls))
+        yield Injection(motion_module, state, [site.name for site in sites])
+
+
+__all__ = ["FrameState", "Injection", "cross_frame_groupnorm", "injected", "insert", "level_channels", "plan_sites"]

@@ -14,32 +14,16 @@ so a state dict in that layout loads with ``load_state_dict(strict=True)``.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .errors import TooManyFramesError
+from .positional import sinusoidal_table
 from .spec import MotionModuleSpec
 
 ATTENTION_HEADS = 8
 NORM_GROUPS = 32
-
-
-def sinusoidal_table(max_len: int, dim: int) -> Tensor:
-    """The standard sin/cos positional table, shape ``(1, max_len, dim)``, float32.
-
-    Row ``i`` depends only on ``i`` and ``dim``, never on ``max_len``. Always computed on the CPU, even under a
-    ``torch.device(...)`` context (building a model on "meta" would otherwise run these ops through slow meta
-    kernels; the table is a constant, not a weight).
-    """
-    position = torch.arange(max_len, dtype=torch.float32, device="cpu").unsqueeze(1)
-    div_term = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32, device="cpu") * (-math.log(10000.0) / dim))
-    table = torch.zeros(1, max_len, dim, device="cpu")
-    table[0, :, 0::2] = torch.sin(position * div_term)
-    table[0, :, 1::2] = torch.cos(position * div_term)
-    return table
 
 
 class PositionalEncoding(nn.Module):

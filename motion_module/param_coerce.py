@@ -27,7 +27,7 @@ E = TypeVar("E", bound=Enum)
 
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off"})
-_REQUEST_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")  # the one rule for request ids (file-name safe)
 _DATA_URL = re.compile(r"data:[\w/+.-]*(?:;[\w=.+-]+)*;base64,", re.IGNORECASE)
 _WINDOWS_DRIVE = re.compile(r"[A-Za-z]:[\\/]")
 REQUEST_ID_MAX = 64
@@ -216,7 +216,7 @@ def coerce_request_id(name: str, value: Any) -> str | None:
         return None
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
-    if not isinstance(value, str) or not _REQUEST_ID.fullmatch(value):
+    if not isinstance(value, str) or not REQUEST_ID_PATTERN.fullmatch(value):
         raise ParameterError(name, f"expected 1-{REQUEST_ID_MAX} characters from A-Z, a-z, 0-9, "
                              f"'_' and '-' (or an empty string for none), got {describe(value)}.")
     return value

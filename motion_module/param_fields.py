@@ -32,6 +32,12 @@ class OutputFormat(str, Enum):
     FRAME = "Frame"
 
 
+# The one format list: files ``video_files.save_video`` writes, and the video containers among them
+# (the order is the order videos are returned over the API).
+FILE_FORMATS: tuple[str, ...] = tuple(str(f.value) for f in OutputFormat if f is not OutputFormat.FRAME)
+VIDEO_FORMATS: tuple[str, ...] = ("GIF", "MP4", "WEBP", "WEBM")
+
+
 class ClosedLoop(str, Enum):
     """How the end of the clip relates to its start (reference names kept for compatibility)."""
 

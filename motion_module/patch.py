@@ -1,35 +1,40 @@
-"""The owner of every change made to the host model, and of undoing it exactly.
+"""The owner of every change made to the host, and of undoing it exactly.
 
-Everything AnimateDiff changes in WebUI's model goes through one ``ExitStack`` here, entered in a fixed
-order and undone in reverse (LIFO), on normal exit, on an ``Exception`` and on a ``BaseException``
-(A1111's interrupt, ``KeyboardInterrupt``):
+Everything AnimateDiff changes in the host (WebUI's model, sampler and processing object) goes through
+the one ``ExitStack`` of :func:`animatediff_patch`, entered in order and undone in reverse (LIFO) on
+normal exit, on an ``Exception`` and on a ``BaseException`` (A1111's interrupt, ``KeyboardInterrupt``):
 
-1. motion modules inserted into the UNet's blocks (``injection.insert``);
-2. for V1/HotShot, the cross-frame GroupNorm on the UNet's own ``GroupNorm32`` instances;
-3. the family's beta schedule on the object that owns ``alphas_cumprod`` (and
-   ``alphas_cumprod_original``, which A1111 >= 1.8 re-applies before every batch).
+1. motion modules inserted into the UNet's blocks, and for V1/HotShot the cross-frame GroupNorm
+   (``injection.injected``);
+2. the family's beta schedule on the object that owns ``alphas_cumprod`` (and
+   ``alphas_cumprod_original``, which A1111 >= 1.8 re-applies before every batch);
+3. whatever the adapter adds while the run goes on, through the yielded :class:`HostPatch`:
+   attributes set on host objects (``p.rng``, ``p.sampler``, ``p.init_latent``...) with
+   :meth:`HostPatch.set_attribute`, and instance-level ``forward`` wrappers (the sampler's inner
+   model) with :meth:`HostPatch.wrap_forward`, which chains over a wrapper another extension put there.
 
 Nothing is monkey-patched on a class; only per-instance state is touched, and it is put back as the
-very same objects.
+very same objects (or their absence).
 """
 
 from __future__ import annotations
 
-import types
+import logging
 import weakref
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .injection import FrameState, insert, plan_sites
+from .injection import Injection, injected
 from .model import MotionModule
 
-_ACTIVE: weakref.WeakSet[nn.Module] = weakref.WeakSet()
+logger = logging.getLogger("animatediff")
 _MISSING = object()
+T = TypeVar("T")
+Forward = Callable[..., Any]
 
 
 @dataclass(frozen=True)
@@ -44,28 +49,6 @@ class Host:
     unet: nn.Module
     schedule_owner: Any = None
     groupnorm_cls: type[nn.Module] | None = None
-
-
-class Injection:
-    """Handle yielded by :func:`injected`: set ``num_frames`` before each UNet call whose rows differ."""
-
-    def __init__(self, mm: MotionModule, state: FrameState, sites: list[str]) -> None:
-        self.motion_module = mm
-        self.spec = mm.spec
-        self.sites = sites
-        self._state = state
-
-    @property
-    def num_frames(self) -> int:
-        return self._state.num_frames
-
-    @num_frames.setter
-    def num_frames(self, value: int) -> None:
-        self._state.num_frames = value
-
-    def set_frames(self, value: int) -> None:
-        """Callable form of the setter (for ``sampling.windowed_denoise(set_frames=...)``)."""
-        self._state.num_frames = value
 
 
 @contextmanager
@@ -88,70 +71,72 @@ def swap_attributes(obj: Any, **values: Any) -> Iterator[None]:
                 setattr(obj, name, value)
 
 
-def _cross_frame_forward(state: FrameState) -> Any:
-    def forward(self: nn.GroupNorm, x: Tensor) -> Tensor:
-        frames = state.num_frames
-        rows = x.shape[0]
-        if frames <= 1 or rows % frames:
-            return F.group_norm(x.float(), self.num_groups, self.weight, self.bias, self.eps).type(x.dtype)
-        # (B*F, C, ...) -> (B, C, F, ...): statistics pooled over the frames of each video.
-        video = x.float().reshape(rows // frames, frames, *x.shape[1:]).transpose(1, 2)
-        out = F.group_norm(video, self.num_groups, self.weight, self.bias, self.eps)
-        return out.transpose(1, 2).reshape(x.shape).type(x.dtype)
+class HostPatch:
+    """Handle of one :func:`animatediff_patch` block: the injection, plus every further host change.
 
-    return forward
-
-
-@contextmanager
-def cross_frame_groupnorm(unet: nn.Module, state: FrameState,
-                          groupnorm_cls: type[nn.Module] | None = None) -> Iterator[int]:
-    """Give the UNet's own GroupNorm32 instances per-video statistics (``groups = rows // frames``).
-
-    Only the host's GroupNorm32 class is touched (ldm: ResBlocks and the output norm); the plain
-    ``nn.GroupNorm`` of SpatialTransformers stays per frame, as in AnimateDiff's UNet3D.
+    Each change is pushed on the block's stack and undone, in reverse order, when the block ends.
+    Calling any method after the block has ended raises RuntimeError.
     """
-    targets = [m for m in unet.modules()
-               if (type(m) is groupnorm_cls if groupnorm_cls else type(m).__name__ == "GroupNorm32")]
-    forward = _cross_frame_forward(state)
-    patched: list[nn.Module] = []
-    try:
-        for module in targets:
-            if "forward" in module.__dict__:
-                raise RuntimeError(f"{type(module).__name__} instance already has a patched forward")
-            object.__setattr__(module, "forward", types.MethodType(forward, module))
-            patched.append(module)
-        yield len(patched)
-    finally:
-        for module in patched:
-            del module.__dict__["forward"]
 
+    def __init__(self, stack: ExitStack, injection: Injection) -> None:
+        self.injection = injection
+        self._stack: ExitStack | None = stack
+        self._wrapped: weakref.WeakSet[Any] = weakref.WeakSet()
 
-def _prepare(mm: MotionModule, unet: nn.Module) -> None:
-    param = next(unet.parameters())
-    mm.to(device=param.device, dtype=param.dtype)
+    def _open(self) -> ExitStack:
+        if self._stack is None:
+            raise RuntimeError("this AnimateDiff patch has ended; host changes must be made inside it")
+        return self._stack
 
+    def close(self) -> None:
+        """Called by :func:`animatediff_patch` as its first undo step: no change is accepted after it."""
+        self._stack = None
 
-@contextmanager
-def injected(unet: nn.Module, motion_module: MotionModule, num_frames: int,
-             *, groupnorm_cls: type[nn.Module] | None = None) -> Iterator[Injection]:
-    """Insert ``motion_module`` into ``unet`` for the duration of the block; restore it exactly on exit.
+    def enter(self, context: AbstractContextManager[T]) -> T:
+        """Enter a host-specific context manager; it exits with the others, in LIFO order."""
+        return self._open().enter_context(context)
 
-    Every UNet call inside the block must stack whole videos of ``handle.num_frames`` consecutive rows,
-    ``x: (B*F, C, H, W)``. Raises IncompatibleModelError when the module does not fit the UNet and
-    RuntimeError when this UNet is already injected.
-    """
-    if unet in _ACTIVE:
-        raise RuntimeError("motion modules are already injected into this UNet; leave that block first")
-    sites = plan_sites(unet, motion_module)
-    state = FrameState(num_frames, motion_module.spec.max_frames)
-    _prepare(motion_module, unet)
-    with ExitStack() as stack:
-        _ACTIVE.add(unet)
-        stack.callback(_ACTIVE.discard, unet)
-        stack.callback(insert(sites, motion_module, state))
-        if motion_module.spec.cross_frame_groupnorm:
-            stack.enter_context(cross_frame_groupnorm(unet, state, groupnorm_cls))
-        yield Injection(motion_module, state, [site.name for site in sites])
+    def set_attribute(self, obj: Any, name: str, value: Any) -> None:
+        """``setattr(obj, name, value)`` until the block ends; then the previous object (or absence)."""
+        self.enter(swap_attributes(obj, **{name: value}))
+
+    def wrap_forward(self, module: Any, make: Callable[[Forward], Forward]) -> bool:
+        """Give ``module`` the instance-level forward ``make(current_forward)`` until the block ends.
+
+        ``current_forward`` is what ``module.forward`` is now: the class's method, or a wrapper another
+        extension installed on the instance (ours then runs on top of it and calls it: chained). On
+        exit the previous instance attribute is put back exactly. If yet another wrapper was installed
+        on top of ours meanwhile, it is left in place and ours turns into a pass-through to
+        ``current_forward``, so neither extension is cut out. Returns False (and changes nothing) when
+        this block already wrapped ``module``.
+        """
+        stack = self._open()
+        if module in self._wrapped:
+            return False
+        previous = module.__dict__.get("forward", _MISSING)
+        inner: Forward = module.forward
+        ours = make(inner)
+        active = True
+
+        def forward(*args: Any, **kwargs: Any) -> Any:
+            return ours(*args, **kwargs) if active else inner(*args, **kwargs)
+
+        def undo() -> None:
+            nonlocal active
+            active = False
+            if module.__dict__.get("forward") is not forward:
+                logger.warning("AnimateDiff: %s.forward was wrapped again by another extension during the "
+                               "run; its wrapper stays and AnimateDiff's now passes through",
+                               type(module).__name__)
+            elif previous is _MISSING:
+                del module.__dict__["forward"]
+            else:
+                module.__dict__["forward"] = previous
+
+        object.__setattr__(module, "forward", forward)
+        self._wrapped.add(module)
+        stack.callback(undo)
+        return True
 
 
 def schedule_tensor(alphas_cumprod: Tensor, like: Tensor) -> Tensor:
@@ -160,26 +145,27 @@ def schedule_tensor(alphas_cumprod: Tensor, like: Tensor) -> Tensor:
 
 
 @contextmanager
-def animatediff_patch(host: Host, motion_module: MotionModule, num_frames: int,
-                      alphas_cumprod: Tensor | None = None) -> Iterator[Injection]:
-    """All host changes of one AnimateDiff run: modules, GroupNorm, beta schedule; undone in reverse.
+def animatediff_patch(host: Host, motion_module: MotionModule, window: int,
+                      alphas_cumprod: Tensor | None = None) -> Iterator[HostPatch]:
+    """All host changes of one AnimateDiff run; undone in reverse order when the block ends.
 
-    ``alphas_cumprod`` (length T, e.g. from ``schedules.alphas_cumprod``) is set on both
-    ``alphas_cumprod`` and, when present, ``alphas_cumprod_original`` of ``host.schedule_owner``.
+    ``window``: frames per video of the first UNet call (the context length; the yielded handle's
+    ``injection.set_window`` changes it per call). ``alphas_cumprod`` (length T, e.g. from
+    ``schedules.alphas_cumprod``) is set on both ``alphas_cumprod`` and, when present,
+    ``alphas_cumprod_original`` of ``host.schedule_owner``.
     """
     with ExitStack() as stack:
-        handle = stack.enter_context(injected(host.unet, motion_module, num_frames,
-                                              groupnorm_cls=host.groupnorm_cls))
+        injection = stack.enter_context(injected(host.unet, motion_module, window,
+                                                 groupnorm_cls=host.groupnorm_cls))
         owner = host.schedule_owner
         if alphas_cumprod is not None and owner is not None:
-            current = owner.alphas_cumprod
-            new = schedule_tensor(alphas_cumprod, current)
-            fields = {"alphas_cumprod": new}
+            fields = {"alphas_cumprod": schedule_tensor(alphas_cumprod, owner.alphas_cumprod)}
             if getattr(owner, "alphas_cumprod_original", None) is not None:
-                original = owner.alphas_cumprod_original
-                fields["alphas_cumprod_original"] = schedule_tensor(alphas_cumprod, original)
+                fields["alphas_cumprod_original"] = schedule_tensor(alphas_cumprod, owner.alphas_cumprod_original)
             stack.enter_context(_swap_schedule(owner, fields))
-        yield handle
+        patch = HostPatch(stack, injection)
+        stack.callback(patch.close)
+        yield patch
 
 
 @contextmanager
@@ -200,4 +186,4 @@ def _swap_schedule(owner: Any, fields: dict[str, Tensor]) -> Iterator[None]:
             yield
 
 
-__all__ = ["Host", "Injection", "animatediff_patch", "cross_frame_groupnorm", "injected", "swap_attributes"]
+__all__ = ["Host", "HostPatch", "animatediff_patch", "schedule_tensor", "swap_attributes"]

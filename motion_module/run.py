@@ -17,7 +17,13 @@ from torch import Tensor
 from .errors import ParameterError, TooManyFramesError
 from .param_fields import BetaSchedule, ClosedLoop
 from .params import AnimateDiffParams
-from .prompts import PromptTravel, frame_prompts, interpolate_conds, parse_prompt_travel, stack_conds
+from .prompts import (
+    PromptTravel,
+    frame_prompts,
+    interpolate_conds,
+    parse_prompt_travel,
+    stack_conds,
+)
 from .sampling import slice_rows, windowed_denoise
 from .schedules import FAMILY_SCHEDULES, ScheduleSpec, context_windows
 from .spec import MotionModuleSpec
@@ -76,7 +82,7 @@ class RunPlan:
         return _stack_like(text_cond, per_frame)
 
     def denoise(self, denoiser: Denoiser, x: Tensor, sigma: Any, cond: Any, *, step: int,
-                set_frames: Callable[[int], None], max_rows: int | None = None) -> Tensor:
+                set_window: Callable[[int], None], max_rows: int | None = None) -> Tensor:
         """Run ``denoiser`` over ``x`` of ``groups * frames`` rows, one group (video) per call.
 
         Groups (cond, uncond, ...) are never mixed in one call, so the calls are the same whether
@@ -94,7 +100,7 @@ class RunPlan:
             outputs.append(windowed_denoise(
                 denoiser, x[index.to(x.device)], slice_rows(sigma, rows, index), slice_rows(cond, rows, index),
                 num_frames=self.frames, windows=windows, fusion=str(self.params.fusion.value),
-                max_rows=max_rows, set_frames=set_frames))
+                max_rows=max_rows, set_window=set_window))
         return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
 
 

@@ -7,7 +7,7 @@ group-major: ``[group 0 frames 0..L-1; group 1 frames 0..L-1; ...]`` (cond, unco
 AND-prompts...). The group count is derived from the row count and the known frame count, never
 from WebUI settings. A window call keeps that layout: for window ``w`` it sends rows
 ``[g * L + f for g in groups for f in w]``, so every block of ``len(w)`` consecutive rows is one
-video window, which is what the injected motion modules expect (``set_frames(len(w))`` tells
+video window, which is what the injected motion modules expect (``set_window(len(w))`` tells
 them the block size before each call). Several windows may share one call: their row blocks are
 concatenated, still one block per window and group.
 
@@ -114,7 +114,7 @@ def windowed_denoise(
     windows: Sequence[Sequence[int]],
     fusion: str = "pyramid",
     max_rows: int | None = None,
-    set_frames: Callable[[int], None] | None = None,
+    set_window: Callable[[int], None] | None = None,
 ) -> torch.Tensor:
     """Denoise ``x`` window by window and fuse the overlapping outputs.
 
@@ -130,7 +130,7 @@ def windowed_denoise(
         fusion: ``"pyramid"`` or ``"flat"`` weights for overlapping frames.
         max_rows: row budget per denoiser call; consecutive equal-length windows are batched up
             to it (a window larger than the budget still runs, alone). ``None``: one window per call.
-        set_frames: called with the window length before every denoiser call.
+        set_window: called with the window length before every denoiser call.
 
     Returns:
         Tensor ``(rows, ...)`` in the denoiser's output dtype. A single in-order window covering
@@ -147,8 +147,8 @@ def windowed_denoise(
     groups = rows // frames
     windows = [list(w) for w in windows]
     if len(windows) == 1 and windows[0] == list(range(frames)):
-        if set_frames is not None:
-            set_frames(frames)
+        if set_window is not None:
+            set_window(frames)
         return denoiser(x, sigma, cond)
     _check_windows(windows, frames)
     weights = _normalised_weights(windows, frames, fusion)
@@ -157,8 +157,8 @@ def windowed_denoise(
         index_lists = [window_rows(windows[p], frames, groups) for p in chunk]
         index = torch.tensor([i for part in index_lists for i in part], dtype=torch.long)
         x_index = index.to(x.device)
-        if set_frames is not None:
-            set_frames(len(windows[chunk[0]]))
+        if set_window is not None:
+            set_window(len(windows[chunk[0]]))
         y = denoiser(
             x.index_select(0, x_index), slice_rows(sigma, rows, index), slice_rows(cond, rows, index)
         )

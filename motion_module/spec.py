@@ -24,7 +24,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .convert import to_original_layout
 from .errors import NotAMotionModuleError
+from .schedules import FAMILY_SCHEDULES
 
 FAMILIES = ("v1", "v2", "v3", "animatelcm", "sdxl", "hotshot")
 _LEVEL_KEY = re.compile(r"^down_blocks\.(\d+)\.motion_modules\.0\.temporal_transformer\.proj_in\.weight$")
@@ -53,8 +55,6 @@ class MotionModuleSpec:
     @property
     def beta_schedule(self) -> str:
         """The diffusers-style name of the beta schedule this family was trained with."""
-        from .schedules import FAMILY_SCHEDULES
-
         return FAMILY_SCHEDULES[self.family].beta_schedule
 
     @property
@@ -111,8 +111,6 @@ def detect_spec(state_dict: Mapping[str, Tensor]) -> MotionModuleSpec:
     Accepts the original AnimateDiff layout and every layout ``convert.to_original_layout`` understands.
     Raises NotAMotionModuleError when the tensors are not a motion module.
     """
-    from .convert import to_original_layout
-
     state_dict = to_original_layout(state_dict)
     channels = _levels(state_dict)
     if len(channels) == 4:

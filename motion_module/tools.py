@@ -22,8 +22,8 @@ from torch import Tensor
 
 from .convert import detect_layout, to_original_layout
 from .errors import MotionModuleError
-from .schedules import FAMILY_SCHEDULES
 from .loading import check_state_dict, file_hash, named_errors, read_state_dict
+from .schedules import FAMILY_SCHEDULES
 from .spec import MotionModuleSpec, detect_spec
 
 EXIT_BAD_FILE = 2

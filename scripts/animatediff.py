@@ -28,12 +28,14 @@ from modules.processing import StableDiffusionProcessingImg2Img
 from modules.ui_components import InputAccordion, ToolButton
 
 from motion_module import infotext as mm_infotext
-from motion_module import latent_init, loading, output
+from motion_module import latent_init, loading
+from motion_module import video_files as output
 from motion_module.injection import level_channels
 from motion_module.errors import AnimateDiffError, IncompatibleModelError, ParameterError
 from motion_module.param_fields import FIELDS, OutputFormat
 from motion_module.params import AnimateDiffParams, from_script_args
-from motion_module.patch import Host, Injection, animatediff_patch
+from motion_module.injection import Injection
+from motion_module.patch import Host, animatediff_patch
 from motion_module.run import RunPlan, plan_run
 from motion_module.spec import detect_spec
 
@@ -210,8 +212,8 @@ def _sample(p: Any, run: Run, original: Any, *args: Any, **kwargs: Any) -> Any:
     plan = run.plan
     assert plan is not None
     host = Host(unet=p.sd_model.model.diffusion_model, schedule_owner=p.sd_model)
-    with animatediff_patch(host, run.module, plan.context, plan.schedule.alphas_cumprod()) as handle:
-        run.handle = handle
+    with animatediff_patch(host, run.module, plan.context, plan.schedule.alphas_cumprod()) as patch:
+        run.handle = patch.injection
         try:
             if isinstance(p, StableDiffusionProcessingImg2Img):
                 # k-diffusion sigmas are fixed when a sampler is built; img2img built it in p.init(),
@@ -350,7 +352,7 @@ def _wrap_inner_model(denoiser: Any, run: Run) -> None:
 
         max_rows = int(opt("animatediff_max_rows", 0)) or None
         return plan.denoise(call, x, sigma, cond, step=int(getattr(denoiser, "step", 0)),
-                            set_frames=handle.set_frames, max_rows=max_rows)
+                            set_window=handle.set_window, max_rows=max_rows)
 
     inner.forward = types.MethodType(forward, inner)
     run.wrapped.append(inner)

@@ -6,10 +6,17 @@ import pytest
 import torch
 
 from motion_module.errors import IncompatibleModelError, TooManyFramesError
+from motion_module.injection import injected
 from motion_module.model import MotionModule
-from motion_module.patch import Host, animatediff_patch, injected
+from motion_module.patch import Host, animatediff_patch
 from motion_module.spec import MotionModuleSpec
-from tests.fixtures.unets import assert_same_fingerprint, randomize, tiny_unet, unet_fingerprint, unet_inputs
+from tests.fixtures.unets import (
+    assert_same_fingerprint,
+    randomize,
+    tiny_unet,
+    unet_fingerprint,
+    unet_inputs,
+)
 
 SD15 = (32, 64, 128, 128)
 SDXL = (32, 64, 128)
@@ -118,7 +125,7 @@ def test_groupnorm_statistics(sd15: torch.nn.Module, family: str) -> None:
         patched = sum("forward" in m.__dict__ for m in norms)
         assert sum("forward" in m.__dict__ for m in plain_norms) == 0
         out = gn(x)
-        handle.num_frames = 1
+        handle.window = 1
         per_frame = gn(x)
     expected_frame = torch.nn.functional.group_norm(x, gn.num_groups, gn.weight, gn.bias, gn.eps)
     torch.testing.assert_close(per_frame, expected_frame)
@@ -154,8 +161,8 @@ def test_too_many_frames(sd15: torch.nn.Module) -> None:
             pass
     with injected(sd15, make_mm("v1"), 24) as handle:
         with pytest.raises(TooManyFramesError):
-            handle.num_frames = 30
-        assert handle.num_frames == 24
+            handle.window = 30
+        assert handle.window == 24
 
 
 class _Owner(torch.nn.Module):

@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from motion_module.convert import original_to_diffusers, to_original_layout
+from motion_module.injection import injected
 from motion_module.loading import build_motion_module
-from motion_module.patch import injected
 from motion_module.spec import detect_spec
 from tests.fixtures.motion_modules import build_state_dict
 from tests.fixtures.unets import tiny_unet, unet_inputs

@@ -95,14 +95,14 @@ def test_denoise_never_mixes_groups() -> None:
     sigma = torch.rand(40)
     cond = {"c_crossattn": [torch.randn(40, 3, 5)], "c_concat": [torch.zeros(40, 5, 1, 1)]}
     frames: list[int] = []
-    together = plan.denoise(denoiser, x, sigma, cond, step=3, set_frames=frames.append)
+    together = plan.denoise(denoiser, x, sigma, cond, step=3, set_window=frames.append)
     assert set(calls) == {8} and set(frames) == {8}
     halves = [plan.denoise(denoiser, x[i:i + 20], sigma[i:i + 20],
-                           {k: [v[0][i:i + 20]] for k, v in cond.items()}, step=3, set_frames=frames.append)
+                           {k: [v[0][i:i + 20]] for k, v in cond.items()}, step=3, set_window=frames.append)
               for i in (0, 20)]
     assert torch.equal(together, torch.cat(halves))
     with pytest.raises(ParameterError, match="AND prompts"):
-        plan.denoise(denoiser, torch.randn(30, 4, 2, 2), sigma[:30], None, step=0, set_frames=frames.append)
+        plan.denoise(denoiser, torch.randn(30, 4, 2, 2), sigma[:30], None, step=0, set_window=frames.append)
 
 
 def test_short_clip_calls_denoiser_once_per_group() -> None:
@@ -110,5 +110,5 @@ def test_short_clip_calls_denoiser_once_per_group() -> None:
     seen: list[int] = []
     x = torch.randn(12, 4, 2, 2)
     out = plan.denoise(lambda a, s, c: (seen.append(a.shape[0]), a * 2)[1], x, torch.ones(12), None, step=0,
-                       set_frames=lambda n: None)
+                       set_window=lambda n: None)
     assert seen == [6, 6] and torch.equal(out, x * 2)

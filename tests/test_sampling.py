@@ -41,7 +41,7 @@ def _sdxl_cond(x: torch.Tensor) -> dict:
 class CheckingDenoiser:
     """Asserts that every cond entry and sigma were sliced like x; returns x + position.
 
-    ``position`` is the row's index inside its window block (known from ``set_frames``), so a
+    ``position`` is the row's index inside its window block (known from ``set_window``), so a
     frame's output depends on where it sits in each window and fusion becomes observable.
     """
 
@@ -50,7 +50,7 @@ class CheckingDenoiser:
         self.calls: list[int] = []
         self.window_sizes: list[int] = []
 
-    def set_frames(self, n: int) -> None:
+    def set_window(self, n: int) -> None:
         self.frames_in_call = n
         self.window_sizes.append(n)
 
@@ -101,7 +101,7 @@ def test_slicing_and_fusion_match_hand_computation(groups, layout):
     windows = context_windows(frames, 8, 1, 3, "R-P", 2)
     den = CheckingDenoiser()
     got = windowed_denoise(den, x, sigma, cond, num_frames=frames, windows=windows,
-                           set_frames=den.set_frames)
+                           set_window=den.set_window)
     assert torch.allclose(got.double(), _expected(x, frames, windows), atol=1e-5, rtol=0)
     assert den.window_sizes == [8] * len(windows)
     assert den.calls == [8 * groups] * len(windows)
@@ -114,7 +114,7 @@ def test_flat_fusion_and_strided_windows():
     assert any(w[1] - w[0] > 1 for w in windows)
     den = CheckingDenoiser()
     got = windowed_denoise(den, x, torch.tensor(3.0), _sd1_cond(x), num_frames=frames,
-                           windows=windows, fusion="flat", set_frames=den.set_frames)
+                           windows=windows, fusion="flat", set_window=den.set_window)
     assert torch.allclose(got.double(), _expected(x, frames, windows, "flat"), atol=1e-5, rtol=0)
 
 
@@ -145,14 +145,14 @@ def test_single_window_is_a_direct_call():
     assert windows == [list(range(frames))]
     sizes = []
     got = windowed_denoise(denoiser, x, sigma, cond, num_frames=frames, windows=windows,
-                           set_frames=sizes.append)
+                           set_window=sizes.append)
     assert torch.equal(got, denoiser(x, sigma, cond))
     assert seen[0][0] is x and seen[0][1] is sigma and seen[0][2] is cond
     assert sizes == [frames]
 
 
 class TemporalDenoiser:
-    """Mixes frames inside each window block, like a motion module (block size via set_frames)."""
+    """Mixes frames inside each window block, like a motion module (block size via set_window)."""
 
     def __init__(self) -> None:
         self.n = 0
@@ -164,7 +164,7 @@ class TemporalDenoiser:
         mixed = blocks - 0.3 * blocks.mean(dim=1, keepdim=True) + blocks.roll(1, dims=1) * 0.1
         return (mixed * 2.0).reshape(x.shape) + cond[:, :1, :1].reshape(-1, 1, 1, 1)
 
-    def set_frames(self, n):
+    def set_window(self, n):
         self.n = n
 
 
@@ -177,9 +177,9 @@ def test_batched_windows_equal_one_by_one(groups):
     one = TemporalDenoiser()
     many = TemporalDenoiser()
     sequential = windowed_denoise(one, x, 1.0, cond, num_frames=frames, windows=windows,
-                                  set_frames=one.set_frames)
+                                  set_window=one.set_window)
     batched = windowed_denoise(many, x, 1.0, cond, num_frames=frames, windows=windows,
-                               set_frames=many.set_frames, max_rows=3 * 16 * groups)
+                               set_window=many.set_window, max_rows=3 * 16 * groups)
     assert one.calls == len(windows)
     assert many.calls == -(-len(windows) // 3)
     assert torch.allclose(sequential, batched, atol=1e-6, rtol=0)
@@ -187,9 +187,9 @@ def test_batched_windows_equal_one_by_one(groups):
     row_one, row_many = CheckingDenoiser(), CheckingDenoiser()
     x_ids = _rows(groups, frames)
     a = windowed_denoise(row_one, x_ids, None, _sd1_cond(x_ids), num_frames=frames,
-                         windows=windows, set_frames=row_one.set_frames)
+                         windows=windows, set_window=row_one.set_window)
     b = windowed_denoise(row_many, x_ids, None, _sd1_cond(x_ids), num_frames=frames,
-                         windows=windows, set_frames=row_many.set_frames, max_rows=10_000)
+                         windows=windows, set_window=row_many.set_window, max_rows=10_000)
     assert torch.equal(a, b)
     assert len(row_many.calls) == 1 and row_many.calls[0] == 16 * groups * len(windows)
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from motion_module.injection import injected
 from motion_module.model import MotionModule
-from motion_module.patch import injected
 from motion_module.prompts import interpolate_conds, parse_prompt_travel, stack_conds
 from motion_module.sampling import windowed_denoise
 from motion_module.schedules import alphas_cumprod, context_windows
@@ -72,9 +72,9 @@ def sample(unet: torch.nn.Module, mm: MotionModule, frames: int, *, windowed: bo
             if windowed:
                 windows = context_windows(frames, context, 1, 4, "N", step)
                 out = windowed_denoise(denoiser, rows, sigma, cond, num_frames=frames,
-                                       windows=windows, set_frames=handle.set_frames)
+                                       windows=windows, set_window=handle.set_window)
             else:
-                handle.num_frames = frames
+                handle.window = frames
                 out = denoiser(rows, sigma, cond)
             denoised = out[frames:] + CFG * (out[:frames] - out[frames:])
             x = x + (x - denoised) / sigmas[step] * (sigmas[step + 1] - sigmas[step])

@@ -1,7 +1,7 @@
 """Format writers: (N, H, W, 3) uint8 RGB frames -> GIF / MP4 / WEBM / WEBP / PNG folder / TXT.
 
 Every writer has the signature ``(frames, dest, infotext, options) -> None`` and writes exactly one
-destination (a file, or for PNG an existing empty folder); ``motion_module.output`` chooses the
+destination (a file, or for PNG an existing empty folder); ``motion_module.video_files`` chooses the
 names, the temporary paths and publishes the results. ffmpeg is the binary of imageio-ffmpeg,
 run as a subprocess fed with raw RGB frames on stdin.
 
@@ -33,7 +33,7 @@ import numpy as np
 from PIL import Image, PngImagePlugin
 
 from .errors import OutputError, ParameterError
-from .metadata import exif_user_comment, ffmpeg_exe
+from .video_metadata import exif_user_comment, ffmpeg_exe
 
 logger = logging.getLogger("animatediff")
 

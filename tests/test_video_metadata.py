@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from motion_module import encoders
-from motion_module.metadata import parse_ffmetadata
-from motion_module.output import EncodeOptions, SavedVideo, read_infotext, save_video
+from motion_module import video_encoders as encoders
+from motion_module.video_files import EncodeOptions, SavedVideo, read_infotext, save_video
+from motion_module.video_metadata import parse_ffmetadata
 
 # newlines, quotes, commas, colons, a backslash, '=' ';' '#', non-ASCII (latin-1 and beyond)
 INFOTEXT = ('masterpiece, a "red" fox: running; 50% #1 = yes \\ ok\n'

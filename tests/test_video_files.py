@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from motion_module import encoders, output
+from motion_module import video_encoders as encoders
+from motion_module import video_files as output
 from motion_module.errors import OutputError, ParameterError
-from motion_module.output import (
+from motion_module.video_files import (
     EncodeOptions,
     frame_durations,
     gif_delays,

@@ -32,10 +32,12 @@ from typing import TypeVar
 
 from PIL import Image
 
-from .encoders import WRITERS, EncodeOptions, frame_durations, frames_array, gif_delays
 from .errors import OutputError, ParameterError
-from .metadata import read_infotext_with_format
+from .param_coerce import REQUEST_ID_PATTERN
+from .param_fields import FILE_FORMATS
 from .upload import S3Options, upload_s3
+from .video_encoders import WRITERS, EncodeOptions, frame_durations, frames_array, gif_delays
+from .video_metadata import read_infotext_with_format
 
 __all__ = ["FORMATS", "EncodeOptions", "S3Options", "SavedVideo", "frame_durations", "gif_delays",
            "main_info", "ping_pong", "read_infotext", "save_video", "upload_s3",
@@ -43,10 +45,9 @@ __all__ = ["FORMATS", "EncodeOptions", "S3Options", "SavedVideo", "frame_duratio
 
 logger = logging.getLogger("animatediff")
 
-FORMATS: tuple[str, ...] = ("GIF", "MP4", "WEBP", "WEBM", "PNG", "TXT")
+FORMATS = FILE_FORMATS
 _EXTENSIONS = {"GIF": ".gif", "MP4": ".mp4", "WEBP": ".webp", "WEBM": ".webm", "PNG": "",
                "TXT": ".txt"}
-_REQUEST_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _SEQ = re.compile(r"\.?(\d{5,})(?=[-.])")
 T = TypeVar("T")
 
@@ -67,7 +68,7 @@ def validate_request_id(value: str | None) -> str | None:
     """
     if value is None:
         return None
-    if not isinstance(value, str) or not _REQUEST_ID.fullmatch(value):
+    if not isinstance(value, str) or not REQUEST_ID_PATTERN.fullmatch(value):
         raise ParameterError("request_id", f"{value!r} is not allowed: use 1 to 64 characters "
                              "from A-Z, a-z, 0-9, '_' and '-', or leave it unset (None).")
     return value
