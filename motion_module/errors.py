@@ -4,7 +4,19 @@ from __future__ import annotations
 
 
 class AnimateDiffError(Exception):
-    """Base class of every error the engine raises on purpose."""
+    """Base class of every error the engine raises on purpose.
+
+    ``status_code`` and ``detail`` are instance attributes because A1111's API answers a failed request
+    with ``vars(error).get("status_code", 500)`` and ``vars(error).get("detail")``: a client mistake
+    (``http_status = 422``) gets HTTP 422 with the message, anything else HTTP 500.
+    """
+
+    http_status = 500
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)
+        self.status_code = self.http_status
+        self.detail = str(self)
 
 
 class MotionModuleError(AnimateDiffError, ValueError):
@@ -26,13 +38,19 @@ class NotAMotionModuleError(MotionModuleError):
 class IncompatibleModelError(AnimateDiffError, ValueError):
     """The motion module does not fit the loaded checkpoint (SD1.5 vs SDXL, channels)."""
 
+    http_status = 422
+
 
 class TooManyFramesError(AnimateDiffError, ValueError):
     """More frames in one UNet call than the module's positional table holds."""
 
+    http_status = 422
+
 
 class ParameterError(AnimateDiffError, ValueError):
     """A user-supplied parameter is invalid; the message names the field and what is allowed."""
+
+    http_status = 422
 
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"AnimateDiff parameter '{field}': {message}")

@@ -22,12 +22,16 @@ last three dims are ``F, H, W``, e.g. diffusers' ``(B, C, F, H, W)``).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.fft as fft
 
 from .errors import ParameterError
 from .param_fields import FreeInitFilter
+from .params import AnimateDiffParams
 
 FILTER_KINDS: tuple[str, ...] = tuple(kind.value for kind in FreeInitFilter)  # butterworth, gaussian, box, ideal
 
@@ -147,3 +151,73 @@ def freeinit_noise(
     high = fft.fftshift(fft.fftn(fresh_noise.to(work), dim=dims), dim=dims) * (1.0 - mask)
     mixed = fft.ifftn(fft.ifftshift(low + high, dim=dims), dim=dims).real
     return mixed.to(x0.dtype)
+
+
+class NoiseSource:
+    """Stands in for the host's noise generator (A1111: ``p.rng``, anything with ``next()``).
+
+    Hands out ``first`` (when given) as the initial noise instead of a draw, records what the initial
+    noise was (``initial``), and delegates every later draw (ancestral / SDE noise) and every other
+    attribute to the wrapped generator.
+    """
+
+    def __init__(self, rng: Any, first: torch.Tensor | None = None) -> None:
+        self.rng, self.first = rng, first
+        self.initial: torch.Tensor | None = None
+
+    def next(self) -> torch.Tensor:
+        if self.first is not None:
+            out, self.first = self.first, None
+        else:
+            out = self.rng.next()
+        if self.initial is None:
+            self.initial = out
+        return out
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.rng, name)
+
+
+@dataclass(frozen=True)
+class FreeInitConfig:
+    """``passes``: sampling passes in total (>= 1); the filter as :func:`lowpass_filter` takes it;
+    ``seed``: seeds the fresh high-frequency noise of pass ``k`` as ``seed + 7919 * k``;
+    ``alpha_T``: ``alphas_cumprod[T - 1]`` of the schedule in use."""
+
+    passes: int
+    filter: str
+    d_s: float
+    d_t: float
+    seed: int
+    alpha_T: float
+
+    @classmethod
+    def of(cls, params: AnimateDiffParams, seed: int, alphas_cumprod: torch.Tensor) -> FreeInitConfig:
+        """The configuration of a request's FreeInit fields, seeded by the video's seed."""
+        return cls(passes=params.freeinit_iters, filter=str(params.freeinit_filter.value), d_s=params.freeinit_ds,
+                   d_t=params.freeinit_dt, seed=int(seed), alpha_T=float(alphas_cumprod[-1]))
+
+
+def freeinit_sample(sample: Callable[[NoiseSource], torch.Tensor], rng: Any, config: FreeInitConfig,
+                    interrupted: Callable[[], bool] = lambda: False) -> torch.Tensor:
+    """Run FreeInit: ``sample(source)`` once per pass, each pass starting from the previous result.
+
+    ``sample`` must draw its initial noise from ``source.next()`` (the host installs ``source`` as its
+    generator for that pass) and return the clean latents ``(frames, C, H, W)``. Pass ``k >= 1``
+    starts from :func:`freeinit_noise` of pass ``k - 1``'s result and initial noise. Stops early
+    (returning the latest result) when ``interrupted()`` says so or a pass drew no noise.
+    """
+    source = NoiseSource(rng)
+    samples = sample(source)
+    for iteration in range(1, config.passes):
+        z = source.initial
+        if interrupted() or z is None:
+            break
+        frames, _, height, width = z.shape[-4:]
+        lowpass = lowpass_filter((frames, height, width), config.filter, d_s=config.d_s, d_t=config.d_t,
+                                 device=z.device)
+        generator = torch.Generator(device="cpu").manual_seed(config.seed + 7919 * iteration)
+        fresh = torch.randn(tuple(z.shape), generator=generator).to(z)
+        source = NoiseSource(rng, first=freeinit_noise(samples.to(z), z, fresh, config.alpha_T, lowpass))
+        samples = sample(source)
+    return samples

@@ -193,3 +193,18 @@ def params_with_infotext(value: str | Mapping[str, Any] | None,
     """``base`` (default: the defaults) with the pasteable fields of an entry applied."""
     return dataclasses.replace(base or AnimateDiffParams(),
                                **params_from_infotext(value, strict=strict))
+
+
+def paste_value(params: Mapping[str, Any], name: str) -> Any:
+    """The UI value of field ``name`` in WebUI's parsed-parameters dict (PNG Info paste or the API's
+    ``infotext``): an expanded ``AnimateDiff <name>`` key wins; an infotext without an AnimateDiff
+    entry turns ``enable`` off (None for the other fields: leave them); a damaged entry gives None."""
+    key = PASTE_PREFIX + name
+    if key in params:
+        return params[key]
+    if INFOTEXT_KEY not in params:
+        return False if name == "enable" else None
+    try:
+        return paste_values(params).get(key)
+    except (ParameterError, ValueError):  # a damaged entry must not break pasting the rest
+        return None

@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 
 from .errors import ParameterError
+from .params import AnimateDiffParams
 
 
 def _check(field: str, value: float, *, positive: bool) -> float:
@@ -118,3 +119,21 @@ def img2gif_init(
         end = _as_frame(last, "last_frame", noise.shape[1:]).to(device=noise.device, dtype=work)
         result = result + b * end
     return result.to(noise.dtype)
+
+
+def img2gif_latents(init: torch.Tensor, params: AnimateDiffParams, *, seed: int,
+                    last: torch.Tensor | None = None) -> torch.Tensor | None:
+    """img2img's initial latents for one video, or None when ``init`` is not one latent per frame.
+
+    ``init``: the host's encoded init latents ``(frames, C, H, W)`` (the init image repeated per frame);
+    ``last``: the encoded last frame ``(C, H, W)`` or None. The noise is seeded by ``seed`` alone (CPU
+    generator), so the result does not depend on the device. Fades follow ``params.latent_*``.
+    """
+    frames = params.frames
+    if init.dim() != 4 or init.shape[0] != frames:
+        return None
+    generator = torch.Generator(device="cpu").manual_seed(int(seed) ^ 0x5EED)
+    noise = torch.randn(tuple(init.shape), generator=generator).to(init)
+    return img2gif_init(init[0], noise, num_frames=frames, power=params.latent_power, scale=params.latent_scale,
+                        last=None if last is None else last.to(init), power_last=params.latent_power_last,
+                        scale_last=params.latent_scale_last)

@@ -271,6 +271,14 @@ def _file_key(path: str | os.PathLike[str]) -> tuple[str, int, int]:
     return str(resolved), stat.st_mtime_ns, stat.st_size
 
 
+def load_for_unet(path: str | os.PathLike[str], base: str, channels: Sequence[int], *, name: str | None = None,
+                  device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> MotionModule:
+    """The (cached) module of ``path`` for a UNet of ``base``/``channels`` (see :func:`check_compatible`),
+    checked from the file's header before any weight is read."""
+    check_compatible(detect_spec(read_state_dict(path, meta=True)), base, channels, name=name)
+    return load_motion_module_cached(path, device=device, dtype=dtype)
+
+
 def load_motion_module_cached(
     path: str | os.PathLike[str], *, device: str | torch.device = "cpu", dtype: torch.dtype | None = None
 ) -> MotionModule:

@@ -121,6 +121,26 @@ class FieldSpec:
         refused = dict(self.unsupported)
         return tuple(str(m.value) for m in self.enum if str(m.value) not in refused)
 
+    @property
+    def short_help(self) -> str:
+        """The first sentence of ``help``, shown under the control (the README has the rest)."""
+        return self.help.split(". ", 1)[0].rstrip(".") + "."
+
+    def shown(self, is_img2img: bool) -> bool:
+        """Whether the WebUI tab shows a control for it (else it is a hidden state slot)."""
+        return not (self.api_only or self.kind == "request_id" or (self.img2img_only and not is_img2img))
+
+    @property
+    def xyz_type(self) -> type:
+        """The value type of its X/Y/Z-plot axis."""
+        return {"int": int, "float": float}.get(self.kind, str)
+
+    def xyz_choices(self) -> list[str] | None:
+        """Fixed choices of its X/Y/Z-plot axis (None: free values; the model list is the host's)."""
+        if self.kind == "choice":
+            return list(self.choices)
+        return ["True", "False"] if self.kind == "bool" else None
+
     def coerce(self, value: Any) -> Any:
         """Validate and normalise one raw value (str, number, list...) into the canonical type."""
         if self.kind == "bool":
@@ -301,6 +321,7 @@ FIELDS: tuple[FieldSpec, ...] = (
 )
 
 FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in FIELDS)
+XYZ_FIELDS: tuple[FieldSpec, ...] = tuple(f for f in FIELDS if f.xyz and f.kind not in ("image", "path", "formats"))
 FIELD_BY_NAME: dict[str, FieldSpec] = {f.name: f for f in FIELDS}
 # Keys the reference's constructor accepted for its own internal state; ignored without error.
 IGNORED_KEYS: frozenset[str] = frozenset({"is_i2i_batch", "video_default", "prompt_scheduler"})

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .errors import ParameterError, TooManyFramesError
+from .errors import IncompatibleModelError, ParameterError, TooManyFramesError
 from .param_fields import BetaSchedule, ClosedLoop
 from .params import AnimateDiffParams
 from .prompts import (
@@ -68,14 +68,15 @@ class RunPlan:
         """Replace the per-frame cond rows of one video by the keyframes' interpolation.
 
         ``text_cond`` has one row per frame: a tensor ``(F, T, D)`` or an SDXL dict of such tensors
-        (``crossattn`` ``(F, T, D)``, ``vector`` ``(F, V)``); the same type comes back.
+        (``crossattn`` ``(F, T, D)``, ``vector`` ``(F, V)``); the same type comes back (unchanged when
+        the prompt does not travel). Any other row count (AND / composable prompts) is a ParameterError.
         """
-        if self.travel is None:
-            return text_cond
         rows = _rows(text_cond)
         if rows != self.frames:
-            raise ParameterError("prompt", f"prompt travel needs one conditioning per frame ({self.frames}), "
-                                 f"got {rows}: AND / composable prompts cannot travel; remove AND")
+            raise ParameterError("prompt", f"{rows} conditionings for {self.frames} frames: AND / composable "
+                                 "prompts cannot be animated; remove AND from the prompt")
+        if self.travel is None:
+            return text_cond
         keys = {k: _row(text_cond, k) for k in self.travel.keyframes}
         method = str(self.params.prompt_interpolation.value)
         per_frame = interpolate_conds(keys, self.frames, cyclic=self.cyclic, method=method)
@@ -143,3 +144,51 @@ def _stack_like(template: Any, rows: Sequence[Any]) -> Any:
         converted = {k: stacked[k].to(template[k]) for k in template}
         return converted if type(template) is dict else type(template)(converted)
     return stacked.to(template)
+
+
+LIGHTNING_MAX_STEPS = 8
+
+
+def lightning_hint(steps: int, sampler: str, scheduler: str, cfg_scale: float) -> str | None:
+    """A note when a few-step run (<= 8 steps, i.e. AnimateDiff-Lightning) does not follow its recipe:
+    sampler Euler, Schedule type SGM Uniform, CFG 1. None when it does, or for ordinary step counts."""
+    if steps > LIGHTNING_MAX_STEPS:
+        return None
+    if sampler == "Euler" and scheduler.lower().replace(" ", "_") in ("sgm_uniform", "sgmuniform") \
+            and cfg_scale == 1.0:
+        return None
+    return (f"AnimateDiff: {steps} steps looks like AnimateDiff-Lightning; its recipe is sampler Euler, "
+            "Schedule type 'SGM Uniform', CFG scale 1")
+
+
+@dataclass(frozen=True)
+class HostState:
+    """What the host is about to run, as far as AnimateDiff must refuse it (all False: fine)."""
+
+    upscale_button: bool = False  # A1111's txt2img "Upscale" button: one image, hires pass only
+    no_unet: bool = False  # SD3 and other models without ldm/sgm UNet blocks
+    refiner: bool = False  # a refiner that takes over before the end
+    hires_checkpoint: bool = False  # a different checkpoint for the hires pass
+    custom_unet: bool = False  # an alternative SD Unet (TensorRT...) that bypasses inserted modules
+    img2img: bool = False
+    hires: bool = False
+
+
+def check_host(state: HostState, params: AnimateDiffParams) -> None:
+    """Refuse what would bypass the motion modules or cannot be animated; the error names the setting."""
+    if state.upscale_button:
+        raise ParameterError("enable", "the txt2img Upscale button works on one image; turn AnimateDiff off for it")
+    if state.no_unet:
+        raise IncompatibleModelError("AnimateDiff needs an SD1.5 or SDXL checkpoint (UNet); SD3 is not supported")
+    if state.refiner:
+        raise ParameterError("refiner", "the refiner swaps the UNet mid-sampling, without motion modules: "
+                             "turn the refiner off when AnimateDiff is on")
+    if state.hires_checkpoint:
+        raise ParameterError("hr_checkpoint_name", "a different hires-fix checkpoint is not supported with "
+                             "AnimateDiff: use the same checkpoint")
+    if state.custom_unet:
+        raise ParameterError("sd_unet", "an alternative SD Unet (e.g. TensorRT) bypasses the motion modules: "
+                             "set Settings > SD Unet to None")
+    if params.freeinit_enable and (state.img2img or state.hires):
+        raise ParameterError("freeinit_enable", "FreeInit works in txt2img without hires fix; turn FreeInit "
+                             "or hires fix off (img2img: use denoising strength instead)")

@@ -1,0 +1,149 @@
+"""From a request's sampled frames to its videos: grouping, naming, files, upload, and what to show.
+
+The host hands over what it generated (frames in order, their infotexts, seeds and per-frame prompts)
+and gets back what to show or return in their place. Frames of video ``v`` are
+``images[v * frames:(v + 1) * frames]``; only images that have a seed are frames (ControlNet and
+others may append images, e.g. detected maps, which are never taken for frames). Failures after
+sampling (an encoder, an upload) never lose the frames: they are logged, reported in ``notes``, and
+the frames of that video are returned instead.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from .errors import AnimateDiffError
+from .param_fields import VIDEO_FORMATS, OutputFormat
+from .params import AnimateDiffParams
+from .settings import Get, encode_options, s3_options
+from .upload import S3Options, upload_s3
+from .video_encoders import EncodeOptions
+from .video_files import ping_pong, save_video
+
+logger = logging.getLogger("animatediff")
+SHOWN_IN_GALLERY = (".gif", ".webp")  # WebUI's gallery plays these; MP4/WEBM it cannot
+
+
+@dataclass(frozen=True)
+class VideoJob:
+    """How to turn frames into videos. ``frames``: frames per video; ``original_prompt``: the prompt
+    as the user wrote it (prompt travel hands the host one prompt per frame)."""
+
+    frames: int
+    formats: tuple[OutputFormat, ...]
+    out_dir: Path
+    options: EncodeOptions
+    ping_pong: bool = False
+    original_prompt: str | None = None
+    request_id: str | None = None
+    s3: S3Options | None = None
+
+
+@dataclass
+class Published:
+    """What to show in place of the frames. ``images``: base64 strings of the videos (API) or preview
+    images whose ``already_saved_as`` names the GIF/WEBP file (UI), then frames where asked for;
+    ``infotexts`` one per image; ``files`` every path written; ``uploaded`` the URLs; ``notes`` failures."""
+
+    images: list[Any] = field(default_factory=list)
+    infotexts: list[str] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+    uploaded: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def report(self, what: str, error: BaseException) -> None:
+        """Log a failure after sampling and keep its message for the response, the same way every time."""
+        note = f"AnimateDiff: {what} failed: {error}"
+        logger.error(note)
+        self.notes.append(note)
+
+
+def video_infotext(text: str, frame_prompt: str, original_prompt: str | None) -> str:
+    """A frame's infotext with the original (multi-line travel) prompt in place of the frame's prompt."""
+    if original_prompt is not None and text.startswith(frame_prompt):
+        return original_prompt + text[len(frame_prompt):]
+    return text
+
+
+def video_count(images: int, seeds: int, frames: int) -> int:
+    """Whole videos among ``images`` images of which the first ``seeds`` are frames."""
+    return min(images, seeds) // frames
+
+
+def _shown(path: Path, first_frame: Image.Image, for_api: bool) -> Any | None:
+    if for_api:
+        return base64.b64encode(path.read_bytes()).decode("ascii")
+    if path.suffix not in SHOWN_IN_GALLERY:
+        return None
+    preview = first_frame.copy()
+    preview.already_saved_as = str(path)  # type: ignore[attr-defined]  # WebUI serves this file as is
+    return preview
+
+
+def _one_video(frames: list[Image.Image], info: str, seed: int, job: VideoJob, for_api: bool,
+               out: Published) -> None:
+    formats = [str(f.value) for f in job.formats if f is not OutputFormat.FRAME]
+    shown = 0
+    try:
+        saved = save_video(frames, job.out_dir, seed=seed, formats=formats, infotext=info,
+                           options=job.options, request_id=job.request_id)
+    except AnimateDiffError as error:
+        out.report("writing the video", error)
+        saved = None
+    if saved is not None:
+        out.files += [str(path) for path in saved.files.values()]
+        videos = [saved.files[f] for f in VIDEO_FORMATS if f in saved.files]
+        if job.s3 is not None and videos:
+            try:
+                out.uploaded += upload_s3(videos, job.s3)
+            except AnimateDiffError as error:
+                out.report("uploading (files kept locally)", error)
+        for path in videos:
+            item = _shown(path, frames[0], for_api)
+            if item is not None:
+                out.images.append(item)
+                out.infotexts.append(info)
+                shown += 1
+    if OutputFormat.FRAME in job.formats or not shown:
+        out.images += frames
+        out.infotexts += [info] * len(frames)
+
+
+def publish_videos(images: Sequence[Image.Image], infotexts: Sequence[str], seeds: Sequence[int],
+                   prompts: Sequence[str], job: VideoJob, *, for_api: bool) -> Published:
+    """Write every video of a request and say what to show instead of its frames.
+
+    ``images``/``infotexts``: the generated images from the first frame on; ``seeds``/``prompts``:
+    one per frame (the host's ``all_seeds``/``all_prompts``). With ``for_api`` the videos come back
+    as base64 strings, else as previews (GIF/WEBP). The frames themselves come back when the
+    ``Frame`` format is asked for, or when no video could be shown for them.
+    """
+    out = Published()
+    for video in range(video_count(len(images), len(seeds), job.frames)):
+        first = video * job.frames
+        frames = list(images[first:first + job.frames])
+        info = video_infotext(infotexts[first], prompts[first], job.original_prompt)
+        if job.ping_pong:
+            frames = ping_pong(frames)
+        _one_video(frames, info, int(seeds[first]), job, for_api, out)
+    return out
+
+
+
+
+def video_job(frames: int, params: AnimateDiffParams, out_dir: Path, get: Get, *, ping_pong: bool = False,
+              original_prompt: str | None = None) -> VideoJob:
+    """The job for a request's ``params`` with the encoder and upload settings read through ``get``."""
+    return VideoJob(frames=frames, formats=params.formats, out_dir=out_dir, ping_pong=ping_pong,
+                    options=encode_options(get, fps=params.fps, loop=params.loop_number),
+                    original_prompt=original_prompt, request_id=params.request_id, s3=s3_options(get))
+
+
+__all__ = ["Published", "VideoJob", "publish_videos", "video_count", "video_infotext", "video_job"]
