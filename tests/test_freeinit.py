@@ -108,3 +108,49 @@ def test_freeinit_shape_errors():
         freeinit_noise(x, x[:4], x, 0.5, lowpass_filter((8, 6, 6)))
     half = freeinit_noise(x.half(), x.half(), x.half(), 0.5, lowpass_filter((1, 8, 6, 6)))
     assert half.dtype == torch.float16
+
+
+class CountingRng:
+    """A host generator: every draw is new standard-normal noise from its own seed."""
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        self.shape, self.draws = shape, 0
+        self.generator = torch.Generator().manual_seed(11)
+
+    def next(self) -> torch.Tensor:
+        self.draws += 1
+        return torch.randn(self.shape, generator=self.generator)
+
+
+def test_freeinit_sample_runs_the_passes_from_the_previous_result():
+    from motion_module.freeinit import FreeInitConfig, freeinit_sample
+
+    shape = (6, 4, 8, 8)
+    rng, starts = CountingRng(shape), []
+
+    def sample(source):  # a sampler: initial noise from the source, then one ancestral draw
+        start = source.next()
+        starts.append(start)
+        source.next()
+        return start * 0.5 + 1.0
+
+    config = FreeInitConfig(passes=3, filter="butterworth", d_s=0.25, d_t=0.25, seed=5, alpha_T=0.0047)
+    result = freeinit_sample(sample, rng, config)
+    assert len(starts) == 3 and rng.draws == 4  # pass 1 draws its start; every pass draws once more
+    lowpass = lowpass_filter(shape[:1] + shape[2:], "butterworth", d_s=0.25, d_t=0.25)
+    fresh = torch.randn(shape, generator=torch.Generator().manual_seed(5 + 7919))
+    assert torch.allclose(starts[1], freeinit_noise(starts[0] * 0.5 + 1.0, starts[0], fresh, 0.0047, lowpass))
+    assert torch.equal(result, starts[2] * 0.5 + 1.0)
+    stopped = freeinit_sample(sample, CountingRng(shape), config, interrupted=lambda: True)
+    assert stopped.shape == shape and len(starts) == 4  # one pass only when interrupted
+
+
+def test_noise_source_hands_out_the_given_start_once_and_delegates():
+    from motion_module.freeinit import NoiseSource
+
+    rng = CountingRng((2, 4, 2, 2))
+    first = torch.zeros(2, 4, 2, 2)
+    source = NoiseSource(rng, first=first)
+    assert source.next() is first and source.initial is first and rng.draws == 0
+    assert source.next().abs().sum() > 0 and rng.draws == 1 and source.initial is first
+    assert source.shape == (2, 4, 2, 2)  # other attributes are the host generator's

@@ -59,3 +59,19 @@ def test_dtype_and_errors():
         img2gif_init(torch.zeros(4, 3, 3), noise, num_frames=3)
     with pytest.raises(ParameterError, match="latent_scale"):
         img2gif_weights(3, scale=0.0)
+
+
+def test_img2gif_latents_for_a_request():
+    from motion_module.latent_init import img2gif_latents, img2gif_init
+    from motion_module.params import AnimateDiffParams
+
+    params = AnimateDiffParams(video_length=6, latent_power=2.0, latent_scale=8.0)
+    init = torch.randn(6, 4, 3, 3, generator=torch.Generator().manual_seed(1))
+    out = img2gif_latents(init, params, seed=42)
+    noise = torch.randn(6, 4, 3, 3, generator=torch.Generator().manual_seed(42 ^ 0x5EED))
+    assert torch.equal(out, img2gif_init(init[0], noise, num_frames=6, power=2.0, scale=8.0))
+    assert torch.equal(out, img2gif_latents(init, params, seed=42))  # seeded: the same every time
+    assert img2gif_latents(init[:4], params, seed=42) is None  # not one latent per frame: left alone
+    last = torch.ones(4, 3, 3)
+    with_last = img2gif_latents(init, params, seed=42, last=last)
+    assert with_last is not None and torch.allclose(with_last[-1], last)

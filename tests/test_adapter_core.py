@@ -1,0 +1,137 @@
+"""What the WebUI adapter asks the engine, without WebUI: settings, model files, the panel's controls,
+host checks, the Lightning hint, pasting, and the HTTP status A1111 answers an error with."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from motion_module import infotext, settings, ui_spec
+from motion_module.errors import IncompatibleModelError, OutputError, ParameterError, TooManyFramesError
+from motion_module.model_files import default_motion_module, list_motion_modules, resolve_motion_module
+from motion_module.param_fields import FIELDS, XYZ_FIELDS
+from motion_module.params import AnimateDiffParams
+from motion_module.run import HostState, check_host, lightning_hint
+from motion_module.video_encoders import EncodeOptions
+
+
+def test_settings_defaults_are_the_encoders_defaults_and_upload_is_off():
+    get = settings.DEFAULTS.get
+    assert settings.encode_options(lambda k, d: d, fps=8.0, loop=0) == EncodeOptions(fps=8.0, loop=0)
+    assert settings.encode_options(get, fps=8.0, loop=0) == EncodeOptions(fps=8.0, loop=0)
+    assert settings.s3_options(get) is None and settings.max_rows(get) is None and settings.model_folder(get) == ""
+    values = {"animatediff_s3_enable": True, "animatediff_s3_endpoint": "http://127.0.0.1:9000",
+              "animatediff_s3_bucket": "videos", "animatediff_mp4_preset": "slow", "animatediff_max_rows": 48}
+    chosen = values.get
+    s3 = settings.s3_options(lambda k, d: chosen(k, d))
+    assert s3 is not None and (s3.endpoint, s3.bucket, s3.prefix) == ("http://127.0.0.1:9000", "videos", "animatediff/")
+    assert settings.encode_options(lambda k, d: chosen(k, d), fps=12, loop=2).mp4_preset == "slow"
+    assert settings.max_rows(lambda k, d: chosen(k, d)) == 48
+    assert len({s.key for s in settings.SETTINGS}) == len(settings.SETTINGS)
+    for setting in settings.SETTINGS:
+        component, args = ui_spec.setting_control(setting)
+        if setting.kind == "choice":
+            assert component == "Dropdown" and args and setting.default in args["choices"]
+        if setting.kind == "slider":
+            assert args and args["minimum"] <= setting.default <= args["maximum"]
+
+
+def test_model_files_are_listed_chosen_and_kept_inside_the_folder(tmp_path: Path):
+    root = tmp_path / "models"
+    (root / "sub").mkdir(parents=True)
+    for name in ("b.safetensors", "A.ckpt", "sub/c.pt", "notes.txt"):
+        (root / name).write_bytes(b"x")
+    (tmp_path / "secret.safetensors").write_bytes(b"x")
+    os.symlink(tmp_path / "secret.safetensors", root / "link.safetensors")
+    assert list_motion_modules(root) == ["A.ckpt", "b.safetensors", "link.safetensors", "sub/c.pt"]
+    assert list_motion_modules(tmp_path / "missing") == []
+    assert default_motion_module(["x.ckpt", "mm_sd15_v3.safetensors"]) == "mm_sd15_v3.safetensors"
+    assert default_motion_module([]) == ""
+    assert resolve_motion_module(root, "") == ((root / "A.ckpt").resolve(), "A.ckpt")
+    assert resolve_motion_module(root, "sub/c.pt")[1] == "sub/c.pt"
+    for name in ("../secret.safetensors", str(tmp_path / "secret.safetensors"), "link.safetensors"):
+        with pytest.raises(ParameterError, match="outside the model folder"):
+            resolve_motion_module(root, name)
+    with pytest.raises(ParameterError, match="not found.*Available: A.ckpt"):
+        resolve_motion_module(root, "nope.safetensors")
+    with pytest.raises(ParameterError, match="no motion module found"):
+        resolve_motion_module(tmp_path / "empty", "")
+
+
+@pytest.mark.parametrize("is_img2img", [False, True])
+def test_every_field_has_one_control_in_field_order(is_img2img: bool):
+    groups = ui_spec.groups(is_img2img)
+    placed = [s.name for g in groups for s in (*g.hidden, *g.shown)]
+    assert sorted(placed) == sorted(f.name for f in FIELDS[1:])
+    for spec in FIELDS[1:]:
+        name, kwargs = ui_spec.control(spec, is_img2img, f"id-{spec.name}", ["m.safetensors"])
+        assert (name == "State") == (not spec.shown(is_img2img)), spec.name
+        if name != "State":
+            assert kwargs["elem_id"] == f"id-{spec.name}" and kwargs["label"] == spec.label
+        if spec.name == "context":
+            assert name == "Slider" and kwargs["maximum"] == spec.maximum
+        if spec.name == "video_length":
+            assert name == "Number" and kwargs["precision"] == 0  # 0..10000 is too wide for a slider
+        if spec.kind == "model":
+            assert kwargs["choices"] == ["m.safetensors"] and kwargs["value"] == "m.safetensors"
+    shown = {s.name for g in groups for s in g.shown}
+    assert ("latent_power" in shown) == is_img2img and "request_id" not in shown and "interp" not in shown
+    assert [g.title for g in groups if g.title] == ["Context windows", "FreeInit", "Image to video",
+                                                    "Video input (for ControlNet)"]
+
+
+def test_xyz_axes():
+    names = {spec.name for spec in XYZ_FIELDS}
+    assert {"model", "context", "closed_loop", "fps"} <= names and not names & {"last_frame", "formats", "enable"}
+    closed = next(s for s in XYZ_FIELDS if s.name == "closed_loop")
+    assert closed.xyz_type is str and closed.xyz_choices() == ["N", "R-P", "R+P", "A"]
+    assert next(s for s in XYZ_FIELDS if s.name == "fps").xyz_type is float
+
+
+@pytest.mark.parametrize(("state", "field"), [
+    (HostState(upscale_button=True), "enable"), (HostState(refiner=True), "refiner"),
+    (HostState(hires_checkpoint=True), "hr_checkpoint_name"), (HostState(custom_unet=True), "sd_unet"),
+])
+def test_host_checks_name_the_setting(state: HostState, field: str):
+    with pytest.raises(ParameterError) as caught:
+        check_host(state, AnimateDiffParams())
+    assert caught.value.field == field
+
+
+def test_host_checks_sd3_and_freeinit():
+    check_host(HostState(img2img=True, hires=True), AnimateDiffParams())
+    with pytest.raises(IncompatibleModelError, match="SD3"):
+        check_host(HostState(no_unet=True), AnimateDiffParams())
+    for state in (HostState(img2img=True), HostState(hires=True)):
+        with pytest.raises(ParameterError, match="FreeInit works in txt2img"):
+            check_host(state, AnimateDiffParams(freeinit_enable=True))
+
+
+def test_lightning_hint():
+    assert lightning_hint(20, "DPM++ 2M", "Karras", 7.0) is None
+    assert lightning_hint(4, "Euler", "SGM Uniform", 1.0) is None
+    assert lightning_hint(4, "Euler", "sgm_uniform", 1.0) is None
+    note = lightning_hint(4, "Euler a", "Automatic", 7.0)
+    assert note is not None and "4 steps" in note and "SGM Uniform" in note
+
+
+def test_paste_value():
+    entry = 'enable: True, model: mm.safetensors, video_length: 12, closed_loop: "R+P"'
+    params = {infotext.INFOTEXT_KEY: entry}
+    assert infotext.paste_value(params, "video_length") == 12
+    assert infotext.paste_value(params, "closed_loop") == "R+P"
+    assert infotext.paste_value({**params, "AnimateDiff fps": 30}, "fps") == 30  # expanded keys win
+    assert infotext.paste_value({"Steps": "20"}, "enable") is False  # no entry: AnimateDiff off
+    assert infotext.paste_value({"Steps": "20"}, "fps") is None
+    assert infotext.paste_value({infotext.INFOTEXT_KEY: 'video_length: "unterminated'}, "video_length") is None
+
+
+def test_a1111_answers_client_mistakes_with_422_and_the_message():
+    """A1111 1.10's API answers an exception with vars(e).get("status_code", 500) and vars(e)["detail"]."""
+    for error in (ParameterError("video_length", "must be >= 0"), IncompatibleModelError("SDXL module"),
+                  TooManyFramesError("too many")):
+        assert vars(error)["status_code"] == 422 and vars(error)["detail"] == str(error)
+    assert "video_length" in vars(ParameterError("video_length", "x"))["detail"]
+    assert vars(OutputError("disk full"))["status_code"] == 500

@@ -1,0 +1,103 @@
+"""From generated frames to videos (`publish.publish_videos`): grouping, what is shown or returned, failures
+reported without losing frames, and the upload through a real S3 server (moto on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import base64
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from motion_module.param_fields import OutputFormat
+from motion_module.publish import VideoJob, publish_videos, video_count, video_infotext
+from motion_module.upload import S3Options
+from motion_module.video_encoders import EncodeOptions
+from tests.test_s3 import options, server  # noqa: F401 - the moto server fixture
+
+F = OutputFormat
+
+
+def frames(count: int, offset: int = 0) -> list[Image.Image]:
+    y, x = np.mgrid[0:16, 0:16]
+    return [Image.fromarray(np.stack([x * 16, y * 16, np.full_like(x, (i + offset) * 20)], -1).astype(np.uint8))
+            for i in range(count)]
+
+
+def container(data: bytes) -> str:
+    """The container of a file by its magic bytes (what an API client does)."""
+    if data[:6] == b"GIF89a":
+        return "GIF"
+    if data[4:8] == b"ftyp":
+        return "MP4"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    return "WEBM" if data[:4] == b"\x1aE\xdf\xa3" else "?"
+
+
+def job(tmp_path: Path, *formats: OutputFormat, **kw: object) -> VideoJob:
+    return VideoJob(frames=4, formats=formats or (F.GIF,), out_dir=tmp_path, options=EncodeOptions(fps=8),
+                    **kw)  # type: ignore[arg-type]
+
+
+def test_api_gets_every_video_as_base64_in_format_order(tmp_path: Path) -> None:
+    images = frames(4) + frames(4, offset=4)
+    out = publish_videos(images, [f"p{i}, Seed: {i}" for i in range(8)], [10] * 4 + [11] * 4, ["p"] * 8,
+                         job(tmp_path, F.WEBM, F.GIF, F.PNG, F.MP4, F.WEBP), for_api=True)
+    assert [container(base64.b64decode(item)) for item in out.images] == ["GIF", "MP4", "WEBP", "WEBM"] * 2
+    assert out.infotexts == ["p0, Seed: 0"] * 4 + ["p4, Seed: 4"] * 4
+    assert len(out.files) == 2 * 5 and not out.notes
+    assert Image.open(io.BytesIO(base64.b64decode(out.images[0]))).n_frames == 4
+
+
+def test_ui_gets_playable_previews_and_frames_when_asked(tmp_path: Path) -> None:
+    images = frames(4)
+    out = publish_videos(images, ["info"] * 4, [1] * 4, ["p"] * 4, job(tmp_path, F.GIF, F.MP4, F.FRAME),
+                         for_api=False)
+    preview, *rest = out.images
+    assert preview.already_saved_as.endswith(".gif") and Path(preview.already_saved_as).is_file()
+    assert rest == images and len(out.infotexts) == 5  # MP4 is not playable in the gallery: not shown
+
+
+def test_only_images_with_a_seed_are_frames_and_partial_videos_are_not_made(tmp_path: Path) -> None:
+    detected_maps = frames(2, offset=9)  # e.g. ControlNet's, appended after the frames
+    assert video_count(len(frames(8)) + 2, 8, 4) == 2
+    out = publish_videos(frames(4) + detected_maps, ["i"] * 6, [5] * 4, ["p"] * 4, job(tmp_path), for_api=True)
+    assert len(out.images) == 1 and len(out.files) == 1
+    assert video_count(7, 7, 4) == 1
+
+
+def test_ping_pong_and_the_original_travel_prompt(tmp_path: Path) -> None:
+    travel = "head\n0: a\n2: b"
+    out = publish_videos(frames(4), ["a, x\nSteps: 2"] * 4, [3] * 4, ["a, x"] * 4,
+                         job(tmp_path, F.GIF, ping_pong=True, original_prompt=travel), for_api=True)
+    assert Image.open(io.BytesIO(base64.b64decode(out.images[0]))).n_frames == 6  # 2L - 2
+    assert out.infotexts[0] == travel + "\nSteps: 2"
+    assert video_infotext("other\nSteps: 2", "a, x", travel) == "other\nSteps: 2"
+
+
+def test_an_encoder_failure_is_reported_and_the_frames_come_back(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x")
+    images = frames(4)
+    out = publish_videos(images, ["i"] * 4, [1] * 4, ["p"] * 4, job(blocker, F.GIF), for_api=True)
+    assert out.images == images and out.files == []
+    assert len(out.notes) == 1 and out.notes[0].startswith("AnimateDiff: writing the video failed:")
+
+
+def test_upload_success_and_failure(tmp_path: Path, server: dict[str, str]) -> None:  # noqa: F811
+    ok = publish_videos(frames(4), ["i"] * 4, [1] * 4, ["p"] * 4,
+                        job(tmp_path, F.GIF, F.TXT, s3=options(server, bucket="publish")), for_api=True)
+    assert len(ok.uploaded) == 1 and ok.uploaded[0].endswith(".gif") and not ok.notes
+    closed = S3Options(endpoint="http://127.0.0.1:9", bucket="publish", connect_timeout=0.5, max_attempts=1)
+    bad = publish_videos(frames(4), ["i"] * 4, [1] * 4, ["p"] * 4, job(tmp_path, F.GIF, s3=closed), for_api=True)
+    assert bad.uploaded == [] and len(bad.images) == 1 and all(Path(f).is_file() for f in bad.files)
+    assert len(bad.notes) == 1 and "uploading (files kept locally) failed" in bad.notes[0]
+
+
+@pytest.mark.parametrize("count", [0, 3])
+def test_fewer_frames_than_a_video_publish_nothing(tmp_path: Path, count: int) -> None:
+    out = publish_videos(frames(count), ["i"] * count, [1] * count, ["p"] * count, job(tmp_path), for_api=True)
+    assert out.images == [] and out.files == []
