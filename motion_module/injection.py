@@ -56,6 +56,8 @@ class FrameState:
 class InsertedTemporal(nn.Module):
     """Adapter placed in a ``TimestepEmbedSequential``: called as ``layer(x)``, runs ``module(x, F)``."""
 
+    _state: FrameState
+
     def __init__(self, module: TemporalModule, state: FrameState, name: str) -> None:
         super().__init__()
         self.module = module
@@ -95,7 +97,7 @@ def _down_sites(unet: nn.Module) -> list[tuple[int, int, int, nn.Sequential, int
     """(level, index within level, channels, block, block number) for each input block with a ResBlock."""
     sites: list[tuple[int, int, int, nn.Sequential, int]] = []
     level, index = 0, 0
-    for number, block in enumerate(unet.input_blocks):  # type: ignore[attr-defined]
+    for number, block in enumerate(unet.input_blocks):  # type: ignore[attr-defined, arg-type]
         kinds = [_kind(layer) for layer in block]
         if "Downsample" in kinds:
             level, index = level + 1, 0
@@ -111,7 +113,7 @@ def _up_sites(unet: nn.Module) -> list[tuple[int, int, int, nn.Sequential, int, 
     """(up level, index in level, channels, block, block number, ends with Upsample) per output block."""
     sites: list[tuple[int, int, int, nn.Sequential, int, bool]] = []
     level, index = 0, 0
-    for number, block in enumerate(unet.output_blocks):  # type: ignore[attr-defined]
+    for number, block in enumerate(unet.output_blocks):  # type: ignore[attr-defined, arg-type]
         channels = _resblock_channels(block)
         upsample = _kind(block[-1]) == "Upsample"
         if channels is not None:
@@ -134,6 +136,15 @@ def _describe(levels: int) -> str:
     return {4: "SD1.5/SD2-shaped (4 levels)", 3: "SDXL-shaped (3 levels)"}.get(levels, f"{levels}-level")
 
 
+def _pick(where: str, level: int, index: int) -> Callable[[MotionModule], TemporalModule | None]:
+    """The function that finds a site's module in a MotionModule (down/up: by level and index; mid)."""
+    def pick(mm: MotionModule) -> TemporalModule | None:
+        if where == "mid":
+            return mm.mid()
+        return mm.down(level, index) if where == "down" else mm.up(level, index)
+    return pick
+
+
 def plan_sites(unet: nn.Module, mm: MotionModule) -> list[Site]:
     """Every insertion site for ``mm`` in ``unet``; raises IncompatibleModelError on any mismatch."""
     spec = mm.spec
@@ -149,16 +160,15 @@ def plan_sites(unet: nn.Module, mm: MotionModule) -> list[Site]:
     for level, index, channels, block, number in down:
         if index > 1:
             raise IncompatibleModelError(f"UNet level {level} has more than 2 ResBlocks; not an SD-family UNet")
-        sites.append(Site(f"input_blocks.{number}", block, len(block), channels,
-                          lambda m, lv=level, ix=index: m.down(lv, ix)))
+        sites.append(Site(f"input_blocks.{number}", block, len(block), channels, _pick("down", level, index)))
     if spec.mid_block:
-        mid = unet.middle_block  # type: ignore[attr-defined]
-        sites.append(Site("middle_block", mid, len(mid) - 1, _resblock_channels(mid) or -1, lambda m: m.mid()))
+        mid: nn.Sequential = unet.middle_block  # type: ignore[assignment]
+        sites.append(Site("middle_block", mid, len(mid) - 1, _resblock_channels(mid) or -1, _pick("mid", 0, 0)))
     for level, index, channels, block, number, upsample in up:
         if index > 2:
             raise IncompatibleModelError(f"UNet up level {level} has more than 3 ResBlocks; not an SD-family UNet")
         sites.append(Site(f"output_blocks.{number}", block, len(block) - 1 if upsample else len(block), channels,
-                          lambda m, lv=level, ix=index: m.up(lv, ix)))
+                          _pick("up", level, index)))
     _check_channels(sites, mm)
     return sites
 
@@ -178,7 +188,7 @@ def _check_channels(sites: list[Site], mm: MotionModule) -> None:
 
 def insert(sites: list[Site], mm: MotionModule, state: FrameState) -> Callable[[], None]:
     """Insert the modules; returns a function that puts every touched block's module dict back exactly."""
-    saved: list[tuple[nn.Module, dict[str, nn.Module | None]]] = []
+    saved: list[tuple[nn.Module, dict[str, Any]]] = []
     grouped: dict[int, list[Site]] = {}
     for site in sites:
         grouped.setdefault(id(site.block), []).append(site)
@@ -202,7 +212,7 @@ def insert(sites: list[Site], mm: MotionModule, state: FrameState) -> Callable[[
     return restore
 
 
-def _put_back(saved: list[tuple[nn.Module, dict[str, nn.Module | None]]]) -> None:
+def _put_back(saved: list[tuple[nn.Module, dict[str, Any]]]) -> None:
     for block, modules in reversed(saved):
         object.__setattr__(block, "_modules", modules)
     saved.clear()

@@ -29,6 +29,8 @@ NORM_GROUPS = 32
 class PositionalEncoding(nn.Module):
     """Adds ``pe[:, :F]`` to a ``(N, F, C)`` sequence. ``pe`` is a buffer of shape ``(1, max_len, C)``."""
 
+    pe: Tensor
+
     def __init__(self, dim: int, max_len: int) -> None:
         super().__init__()
         self.register_buffer("pe", sinusoidal_table(max_len, dim))
@@ -171,10 +173,10 @@ class MotionModule(nn.Module):
         self.up_blocks = nn.ModuleList([MotionBlock(c, 3, pe_len) for c in reversed(spec.channels)])
 
     def down(self, level: int, index: int) -> TemporalModule:
-        return self.down_blocks[level].motion_modules[index]  # type: ignore[return-value]
+        return self.down_blocks[level].motion_modules[index]  # type: ignore[index, return-value]
 
     def up(self, block: int, index: int) -> TemporalModule:
-        return self.up_blocks[block].motion_modules[index]  # type: ignore[return-value]
+        return self.up_blocks[block].motion_modules[index]  # type: ignore[index, return-value]
 
     def mid(self) -> TemporalModule | None:
         return None if self.mid_block is None else self.mid_block.motion_modules[0]  # type: ignore[return-value]

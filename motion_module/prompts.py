@@ -23,13 +23,12 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Union
 
 import torch
 
 from .errors import ParameterError
 
-Cond = Union[torch.Tensor, dict]
+Cond = torch.Tensor | dict
 
 SLERP_DOT_THRESHOLD = 0.9995
 TOKEN_CHUNK = 77
@@ -194,7 +193,9 @@ def _equalise(
 
 def _mix(a: Cond, b: Cond, t: float, method: str) -> Cond:
     if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor), "keyframe conds of one request share one type"
         return _blend(a, b, t, method)
+    assert isinstance(b, dict), "keyframe conds of one request share one type"
     if set(a) != set(b):
         raise ParameterError("prompt", f"keyframe conds have different keys {sorted(a)} vs {sorted(b)}")
     return {key: _blend(a[key], b[key], t, method) for key in a}
@@ -257,6 +258,7 @@ def stack_conds(conds: Sequence[Cond]) -> torch.Tensor | dict[str, torch.Tensor]
     """Stack per-frame conds: tensors -> ``(frames, T, D)``, dicts -> dict of stacked tensors."""
     if not conds:
         raise ParameterError("prompt", "no conds to stack")
-    if isinstance(conds[0], torch.Tensor):
-        return torch.stack(list(conds))
-    return {key: torch.stack([c[key] for c in conds]) for key in conds[0]}
+    first = conds[0]
+    if isinstance(first, torch.Tensor):
+        return torch.stack([c for c in conds if isinstance(c, torch.Tensor)])
+    return {key: torch.stack([c[key] for c in conds if isinstance(c, dict)]) for key in first}

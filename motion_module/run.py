@@ -140,7 +140,7 @@ def _row(cond: Any, index: int) -> Any:
 def _stack_like(template: Any, rows: Sequence[Any]) -> Any:
     """``stack_conds(rows)`` in the template's dtype/device and type (A1111's SDXL ``DictWithShape``)."""
     stacked = stack_conds(rows)
-    if isinstance(template, dict):
+    if isinstance(stacked, dict):
         converted = {k: stacked[k].to(template[k]) for k in template}
         return converted if type(template) is dict else type(template)(converted)
     return stacked.to(template)

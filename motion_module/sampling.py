@@ -60,7 +60,7 @@ def window_rows(window: Sequence[int], num_frames: int, groups: int) -> list[int
 def _check_windows(windows: Sequence[Sequence[int]], num_frames: int) -> None:
     if not windows:
         raise ParameterError("windows", "no context windows given; pass at least one window")
-    covered = set()
+    covered: set[int] = set()
     for window in windows:
         if len(window) == 0:
             raise ParameterError("windows", "a context window is empty; every window needs frames")

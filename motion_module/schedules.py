@@ -49,7 +49,7 @@ def _int_arg(field: str, value: Any, minimum: int) -> int:
     try:
         number = _as_index(value)
     except TypeError:
-        raise ParameterError(field, f"expected an integer, got {value!r}; pass a whole number")
+        raise ParameterError(field, f"expected an integer, got {value!r}; pass a whole number") from None
     if number < minimum:
         raise ParameterError(field, f"must be >= {minimum}, got {number}; raise it to at least {minimum}")
     return number

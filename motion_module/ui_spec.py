@@ -80,12 +80,13 @@ def control(spec: FieldSpec, is_img2img: bool, elem_id: str, models: list[str] |
 
 def setting_control(setting: Setting) -> tuple[str | None, dict[str, Any] | None]:
     """The settings page's component for ``setting`` (None: WebUI's default for the value's type)."""
-    return {
+    controls: dict[str, tuple[str | None, dict[str, Any] | None]] = {
         "slider": ("Slider", {"minimum": setting.minimum, "maximum": setting.maximum, "step": 1}),
         "choice": ("Dropdown", {"choices": list(setting.choices)}),
         "number": ("Number", {"precision": 0}),
         "password": ("Textbox", {"type": "password"}),
-    }.get(setting.kind, (None, None))
+    }
+    return controls.get(setting.kind, (None, None))
 
 
 __all__ = ["GROUP_TITLES", "Group", "control", "groups", "setting_control"]

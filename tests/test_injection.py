@@ -40,8 +40,8 @@ def sdxl() -> torch.nn.Module:
 
 
 def test_sites_follow_block_structure(sd15: torch.nn.Module, sdxl: torch.nn.Module) -> None:
-    down = ["input_blocks.%d" % i for i in (1, 2, 4, 5, 7, 8, 10, 11)]
-    up = ["output_blocks.%d" % i for i in range(12)]
+    down = [f"input_blocks.{i}" for i in (1, 2, 4, 5, 7, 8, 10, 11)]
+    up = [f"output_blocks.{i}" for i in range(12)]
     with injected(sd15, make_mm("v2"), 4) as handle:
         assert handle.sites == down + ["middle_block"] + up
         # before a trailing Upsample, at the end otherwise; before the last ResBlock in the middle
@@ -53,7 +53,7 @@ def test_sites_follow_block_structure(sd15: torch.nn.Module, sdxl: torch.nn.Modu
     with injected(sd15, make_mm("v3"), 4) as handle:
         assert handle.sites == down + up
     with injected(sdxl, make_mm("sdxl", "sdxl"), 4) as handle:
-        assert handle.sites == down[:6] + ["output_blocks.%d" % i for i in range(9)]
+        assert handle.sites == down[:6] + [f"output_blocks.{i}" for i in range(9)]
 
 
 @pytest.mark.parametrize("how", ["normal", "exception", "base_exception"])

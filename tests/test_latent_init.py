@@ -62,7 +62,7 @@ def test_dtype_and_errors():
 
 
 def test_img2gif_latents_for_a_request():
-    from motion_module.latent_init import img2gif_latents, img2gif_init
+    from motion_module.latent_init import img2gif_init, img2gif_latents
     from motion_module.params import AnimateDiffParams
 
     params = AnimateDiffParams(video_length=6, latent_power=2.0, latent_scale=8.0)

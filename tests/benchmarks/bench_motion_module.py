@@ -76,7 +76,8 @@ def main() -> None:
     ours.to(device, dtype).eval()
     adapter.to(device, dtype).eval()
     print(f"device={device} dtype={dtype} frames={args.frames} torch={torch.__version__}")
-    print(f"{'width':>6} {'latent':>7} {'ours ms':>9} {'diffusers ms':>13} {'ratio':>6} {'ours MiB':>9} {'diff MiB':>9}")
+    print(f"{'width':>6} {'latent':>7} {'ours ms':>9} {'diffusers ms':>13} {'ratio':>6} "
+          f"{'ours MiB':>9} {'diff MiB':>9}")
     for level, width, size in LEVELS:
         x = torch.randn(args.frames, width, size, size, device=device, dtype=dtype)
         mine = ours.down(level, 0)
@@ -86,7 +87,8 @@ def main() -> None:
             b = theirs(x, num_frames=args.frames)
             assert a.shape == b.shape
             (t_ours, m_ours), (t_dif, m_dif) = _interleaved(
-                lambda: mine(x, args.frames), lambda: theirs(x, num_frames=args.frames), device, args.repeat)
+                lambda m=mine, x=x: m(x, args.frames), lambda t=theirs, x=x: t(x, num_frames=args.frames),
+                device, args.repeat)
         print(f"{width:>6} {size:>4}x{size:<2} {t_ours:>9.1f} {t_dif:>13.1f} {t_ours / t_dif:>6.2f} "
               f"{m_ours:>9.1f} {m_dif:>9.1f}")
 
