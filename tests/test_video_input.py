@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from motion_module import video_encoders as encoders
 from motion_module.errors import InputError, OutputError, ParameterError
 from motion_module.video_input import (
     _passthrough_args,
@@ -314,3 +315,17 @@ def test_mux_audio_errors(media: dict[str, Path], tmp_path: Path) -> None:
         mux_audio(tmp_path / "no.mp4", media["sound.mp4"], frames=15, fps=NTSC, out_path=tmp_path / "a.mp4")
     assert not list(tmp_path.iterdir())
 
+
+# --------------------------------------------------------------------------------- encoders
+def test_fraction_fps_survives_into_mp4_and_webm(media: dict[str, Path], tmp_path: Path) -> None:
+    source = read_video_frames(media["ntsc.mp4"])
+    frames = np.stack([np.asarray(frame) for frame in source.frames])
+    options = encoders.EncodeOptions(fps=source.fps)
+    encoders.WRITERS["MP4"](frames, tmp_path / "v.mp4", "", options)
+    assert "29.97 fps, 29.97 tbr, 30k tbn" in _stream_line(tmp_path / "v.mp4", "Video")
+    pts = packet_pts(tmp_path / "v.mp4")
+    assert sorted(pts) == [1001 * i for i in range(15)]  # 1/30000 time base, 1001 ticks a frame
+    encoders.WRITERS["WEBM"](frames, tmp_path / "v.webm", "", options)
+    assert probe_video(tmp_path / "v.webm").fps == NTSC and len(read_video_frames(tmp_path / "v.webm")) == 15
+    encoders.WRITERS["MP4"](frames, tmp_path / "f.mp4", "", encoders.EncodeOptions(fps=29.97))
+    assert "30k tbn" not in _stream_line(tmp_path / "f.mp4", "Video")  # a float is 2997/100, not NTSC
