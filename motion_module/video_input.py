@@ -26,7 +26,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import IO
+from typing import IO, NoReturn
 
 from PIL import Image
 
@@ -231,7 +231,7 @@ def _decode_in_memory(source: Path, limit: int | None) -> list[Image.Image]:
     return frames
 
 
-def _decode_failed(source: Path, returncode: int, stderr: bytes) -> None:
+def _decode_failed(source: Path, returncode: int, stderr: bytes) -> NoReturn:
     message = stderr.decode("utf-8", "replace").strip()[-1500:]
     raise InputError(f"ffmpeg failed to decode {source} (exit {returncode}): {message}; "
                      "re-export the video as MP4 (H.264) or WEBM.")
