@@ -59,3 +59,7 @@ class ParameterError(AnimateDiffError, ValueError):
 
 class OutputError(AnimateDiffError):
     """Writing or uploading an output failed."""
+
+
+class InputError(AnimateDiffError, ValueError):
+    """An input file or folder (video source, frames folder) cannot be used; the message names it."""

@@ -57,9 +57,14 @@ def _check_bool(name: str, value: object) -> None:
 
 @dataclass(frozen=True)
 class EncodeOptions:
-    """How each format is encoded. ``loop``: 0 = forever (GIF/WEBP); ``*_crf``: lower = better."""
+    """How each format is encoded. ``loop``: 0 = forever (GIF/WEBP); ``*_crf``: lower = better.
 
-    fps: float = 8.0
+    ``fps``: frames per second. A ``Fraction`` (e.g. ``Fraction(30000, 1001)`` read from a source
+    video) reaches MP4/WEBM exactly; a float becomes the nearest fraction with a denominator up to
+    100000 (29.97 -> 2997/100, not 30000/1001).
+    """
+
+    fps: float | Fraction = 8.0
     loop: int = 0
     gif_palette: bool = False
     gif_gifsicle: bool = False
@@ -89,7 +94,7 @@ class EncodeOptions:
                                  f"got {self.mp4_tune!r}.")
 
 
-def frame_durations(num_frames: int, fps: float, ticks_per_second: int) -> list[int]:
+def frame_durations(num_frames: int, fps: float | Fraction, ticks_per_second: int) -> list[int]:
     """Per-frame durations in ticks whose running sum after frame n is round(n * tps / fps).
 
     Halves round down, so 8 fps in centiseconds gives 12, 13, 12, 13, ... Above 50 fps every
@@ -110,7 +115,7 @@ def frame_durations(num_frames: int, fps: float, ticks_per_second: int) -> list[
     return [b - a for a, b in itertools.pairwise(marks)]
 
 
-def gif_delays(num_frames: int, fps: float) -> list[int]:
+def gif_delays(num_frames: int, fps: float | Fraction) -> list[int]:
     """GIF frame delays in centiseconds (see ``frame_durations``)."""
     return frame_durations(num_frames, fps, 100)
 
@@ -152,7 +157,8 @@ def _even(frames: np.ndarray) -> np.ndarray:
     return np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
 
 
-def _rate(fps: float) -> str:
+def _rate(fps: float | Fraction) -> str:
+    """ffmpeg's ``-framerate`` text "num/den"; a Fraction's own terms survive (30000/1001)."""
     rate = Fraction(fps).limit_denominator(100_000)
     return f"{rate.numerator}/{rate.denominator}"
 
