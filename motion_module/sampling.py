@@ -104,6 +104,17 @@ def _chunks(windows: Sequence[Sequence[int]], groups: int, max_rows: int | None)
     return chunks
 
 
+def _accumulate(out: torch.Tensor, y: torch.Tensor, row_weights: Sequence[torch.Tensor],
+                index_lists: Sequence[Sequence[int]]) -> None:
+    """Add each window's block of ``y`` (rows in ``index_lists`` order) into ``out``, weighted per row."""
+    offset = 0
+    for per_row, part in zip(row_weights, index_lists):
+        block = y[offset : offset + len(part)]
+        scale = per_row.to(dtype=y.dtype, device=y.device).view(-1, *([1] * (y.dim() - 1)))
+        out.index_add_(0, torch.tensor(list(part), dtype=torch.long, device=y.device), block * scale)
+        offset += len(part)
+
+
 def windowed_denoise(
     denoiser: Denoiser,
     x: torch.Tensor,
@@ -156,12 +167,10 @@ def windowed_denoise(
     for chunk in _chunks(windows, groups, max_rows):
         index_lists = [window_rows(windows[p], frames, groups) for p in chunk]
         index = torch.tensor([i for part in index_lists for i in part], dtype=torch.long)
-        x_index = index.to(x.device)
         if set_window is not None:
             set_window(len(windows[chunk[0]]))
-        y = denoiser(
-            x.index_select(0, x_index), slice_rows(sigma, rows, index), slice_rows(cond, rows, index)
-        )
+        y = denoiser(x.index_select(0, index.to(x.device)), slice_rows(sigma, rows, index),
+                     slice_rows(cond, rows, index))
         if y.shape[0] != index.numel() or y.shape[1:] != x.shape[1:]:
             raise ParameterError(
                 "denoiser",
@@ -170,12 +179,6 @@ def windowed_denoise(
             )
         if out is None:
             out = torch.zeros((rows, *y.shape[1:]), dtype=y.dtype, device=y.device)
-        offset = 0
-        for position, part in zip(chunk, index_lists):
-            per_frame = weights[position].repeat(groups).to(dtype=y.dtype, device=y.device)
-            block = y[offset : offset + len(part)]
-            scale = per_frame.view(-1, *([1] * (y.dim() - 1)))
-            out.index_add_(0, torch.tensor(part, dtype=torch.long, device=y.device), block * scale)
-            offset += len(part)
+        _accumulate(out, y, [weights[p].repeat(groups) for p in chunk], index_lists)
     assert out is not None
     return out
