@@ -83,7 +83,8 @@ class RunPlan:
         return _stack_like(text_cond, per_frame)
 
     def denoise(self, denoiser: Denoiser, x: Tensor, sigma: Any, cond: Any, *, step: int,
-                set_window: Callable[[int], None], max_rows: int | None = None) -> Tensor:
+                set_window: Callable[[int], None], max_rows: int | None = None,
+                on_frames: Callable[[list[int]], None] | None = None) -> Tensor:
         """Run ``denoiser`` over ``x`` of ``groups * frames`` rows, one group (video) per call.
 
         Groups (cond, uncond, ...) are never mixed in one call, so the calls are the same whether
@@ -101,7 +102,7 @@ class RunPlan:
             outputs.append(windowed_denoise(
                 denoiser, x[index.to(x.device)], slice_rows(sigma, rows, index), slice_rows(cond, rows, index),
                 num_frames=self.frames, windows=windows, fusion=str(self.params.fusion.value),
-                max_rows=max_rows, set_window=set_window))
+                max_rows=max_rows, set_window=set_window, on_frames=on_frames))
         return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
 
 

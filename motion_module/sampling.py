@@ -126,6 +126,7 @@ def windowed_denoise(
     fusion: str = "pyramid",
     max_rows: int | None = None,
     set_window: Callable[[int], None] | None = None,
+    on_frames: Callable[[list[int]], None] | None = None,
 ) -> torch.Tensor:
     """Denoise ``x`` window by window and fuse the overlapping outputs.
 
@@ -142,6 +143,8 @@ def windowed_denoise(
         max_rows: row budget per denoiser call; consecutive equal-length windows are batched up
             to it (a window larger than the budget still runs, alone). ``None``: one window per call.
         set_window: called with the window length before every denoiser call.
+        on_frames: called before every denoiser call with the video frame (0..L-1) of each row of that
+            call, in row order (e.g. to hand ControlNet the hints of exactly those frames).
 
     Returns:
         Tensor ``(rows, ...)`` in the denoiser's output dtype. A single in-order window covering
@@ -160,6 +163,8 @@ def windowed_denoise(
     if len(windows) == 1 and windows[0] == list(range(frames)):
         if set_window is not None:
             set_window(frames)
+        if on_frames is not None:
+            on_frames(list(range(frames)) * groups)
         return denoiser(x, sigma, cond)
     _check_windows(windows, frames)
     weights = _normalised_weights(windows, frames, fusion)
@@ -169,6 +174,8 @@ def windowed_denoise(
         index = torch.tensor([i for part in index_lists for i in part], dtype=torch.long)
         if set_window is not None:
             set_window(len(windows[chunk[0]]))
+        if on_frames is not None:
+            on_frames([int(i) % frames for i in index.tolist()])
         y = denoiser(x.index_select(0, index.to(x.device)), slice_rows(sigma, rows, index),
                      slice_rows(cond, rows, index))
         if y.shape[0] != index.numel() or y.shape[1:] != x.shape[1:]:

@@ -1,0 +1,171 @@
+"""ControlNet video-to-video, WebUI-free: which frames each unit reads, and the hints of every UNet call.
+
+Planning (before sampling, :func:`plan_control_frames`): every enabled ControlNet unit either keeps its own
+single image (it controls all frames) or reads one image per frame from a folder, chosen in this order:
+the unit's own batch folder, the img2img Batch tab's input folder, AnimateDiff's ``video_source`` (a video,
+decoded frame-exactly into a folder), AnimateDiff's ``video_path`` (a folder of frames). Inpaint units read
+``<folder>/image`` and ``<folder>/mask`` (or the folder and AnimateDiff's ``mask_path``). The video length
+is the requested one, or the shortest source when 0; a shorter source is an error naming it.
+
+Slicing (during sampling, :class:`HintSlicer`): ControlNet keeps one hint tensor per unit with a row per
+frame (two copies of them when WebUI batches cond and uncond), at control resolution, on the CPU. Before
+each UNet call the slicer hands every unit exactly the rows of the frames in that call, moved to the
+device; :meth:`HintSlicer.restore` puts the full tensors back. A control param is anything with
+``hint_cond`` / ``hr_hint_cond`` attributes (sd-webui-controlnet's ``ControlParams``, duck-typed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import torch
+
+from .errors import ParameterError
+from .video_input import read_frame_folder, read_inpaint_folder, resolve_video_length
+
+HINT_ATTRIBUTES = ("hint_cond", "hr_hint_cond")
+
+
+@dataclass(frozen=True)
+class UnitInput:
+    """What one enabled ControlNet unit brings. ``index``: its position among ControlNet's units;
+    ``has_image``: its own single image; ``batch_dir``: its own folder of frames; ``inpaint``: an inpaint
+    preprocessor (needs masks)."""
+
+    index: int
+    has_image: bool = False
+    batch_dir: str | None = None
+    inpaint: bool = False
+
+
+@dataclass(frozen=True)
+class FrameSources:
+    """AnimateDiff's own frame sources, in priority order after a unit's own: the img2img Batch tab's
+    folder, the decoded ``video_source`` folder, ``video_path``; ``mask_path`` for inpaint units."""
+
+    i2i_batch_dir: Path | None = None
+    video_frames_dir: Path | None = None
+    video_path: Path | None = None
+    mask_path: Path | None = None
+
+
+@dataclass(frozen=True)
+class UnitFrames:
+    """A unit that reads one image per frame: ``image_dir`` (and ``mask_dir``), ``count`` frames there,
+    ``source`` says where the folder came from (for messages)."""
+
+    index: int
+    image_dir: Path
+    mask_dir: Path | None
+    count: int
+    source: str
+
+
+@dataclass(frozen=True)
+class ControlPlan:
+    """The units that read frames from folders, and the resolved video length."""
+
+    units: tuple[UnitFrames, ...]
+    frames: int
+
+
+def _folder_for(unit: UnitInput, sources: FrameSources) -> tuple[Path, str] | None:
+    candidates = ((Path(unit.batch_dir) if unit.batch_dir else None, "its batch folder"),
+                  (sources.i2i_batch_dir, "the img2img batch folder"),
+                  (sources.video_frames_dir, "video_source"), (sources.video_path, "video_path"))
+    return next(((folder, name) for folder, name in candidates if folder is not None), None)
+
+
+def _unit_frames(unit: UnitInput, folder: Path, source: str, mask_path: Path | None) -> UnitFrames:
+    if not unit.inpaint:
+        return UnitFrames(unit.index, folder, None, len(read_frame_folder(folder)), source)
+    if (folder / "image").is_dir() or mask_path is None:
+        pairs = read_inpaint_folder(folder)
+        return UnitFrames(unit.index, folder / "image", folder / "mask", len(pairs), source)
+    images, masks = read_frame_folder(folder), read_frame_folder(mask_path)
+    if len(masks) < len(images):
+        raise ParameterError("mask_path", f"{mask_path} has {len(masks)} masks for the {len(images)} frames of "
+                             f"ControlNet unit {unit.index} ({source}); give one mask per frame")
+    return UnitFrames(unit.index, folder, mask_path, len(images), source)
+
+
+def plan_control_frames(units: Sequence[UnitInput], sources: FrameSources, requested: int) -> ControlPlan:
+    """Which folder each enabled unit reads, and the video length (``requested``; 0 = shortest source).
+
+    A unit with its own single image and no batch folder keeps it (one image for every frame). Raises
+    ParameterError/InputError naming the unit for a unit without any input, an empty or unreadable
+    folder, frames of mixed sizes, or a source shorter than ``requested``.
+    """
+    planned: list[UnitFrames] = []
+    for unit in units:
+        if unit.has_image and not unit.batch_dir:
+            continue
+        found = _folder_for(unit, sources)
+        if found is None:
+            raise ParameterError("video_source", f"ControlNet unit {unit.index} has no input: give it an image or "
+                                 "a batch folder, or give AnimateDiff a video source or a frames folder")
+        planned.append(_unit_frames(unit, found[0], found[1], sources.mask_path))
+    if not planned:
+        return ControlPlan((), requested)
+    counts = {f"ControlNet unit {u.index} ({u.source}: {u.image_dir})": u.count for u in planned}
+    return ControlPlan(tuple(planned), resolve_video_length(requested, counts))
+
+
+def output_fps(requested: float, source: Fraction | None, default: float = 8.0) -> Fraction | float:
+    """The playback rate: ``requested`` when above 0, else the source video's exact rate, else ``default``."""
+    if requested > 0:
+        return requested
+    return source if source is not None else default
+
+
+class HintSlicer:
+    """Hands every control param the hint rows of the frames in the current UNet call.
+
+    ``params``: ControlNet's control params of this run; ``frames``: the video length N. A hint with N
+    rows (one per frame) or 2N rows (cond and uncond copies, WebUI's batch cond/uncond) is sliced; any
+    other hint (one image for all frames, embeddings, keyframe tensors) is left alone. Use as a context
+    manager, or call :meth:`restore`: the very same full tensors are put back.
+    """
+
+    def __init__(self, params: Sequence[Any], frames: int, device: torch.device | str | None = None) -> None:
+        self.frames, self.device = int(frames), device
+        self._full: list[tuple[Any, str, Any, torch.Tensor]] = []  # (param, attribute, original, per-frame rows)
+        for param in params:
+            for name in HINT_ATTRIBUTES:
+                hint = getattr(param, name, None)
+                if isinstance(hint, torch.Tensor) and hint.dim() >= 1 and hint.shape[0] in (frames, 2 * frames):
+                    self._full.append((param, name, hint, hint[:frames]))
+
+    @property
+    def sliced(self) -> int:
+        """How many hint tensors follow the frames of each call."""
+        return len(self._full)
+
+    def select(self, frame_of_row: Sequence[int]) -> None:
+        """Set every sliced hint to the rows ``frame_of_row`` (the video frame of each row of the call)."""
+        index = torch.as_tensor(list(frame_of_row), dtype=torch.long)
+        for param, name, _, per_frame in self._full:
+            rows = per_frame.index_select(0, index.to(per_frame.device))
+            setattr(param, name, rows if self.device is None else rows.to(self.device))
+
+    def restore(self) -> None:
+        """Put every full hint tensor back (ControlNet's setter then drops its cached per-call state)."""
+        for param, name, original, _ in self._full:
+            if getattr(param, name) is not original:
+                setattr(param, name, original)
+
+    def __enter__(self) -> HintSlicer:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self.restore()
+
+
+__all__ = ["ControlPlan", "FrameSources", "HintSlicer", "UnitFrames", "UnitInput", "output_fps",
+           "plan_control_frames"]
