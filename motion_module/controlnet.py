@@ -16,6 +16,8 @@ device; :meth:`HintSlicer.restore` puts the full tensors back. A control param i
 
 from __future__ import annotations
 
+import copy
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -26,7 +28,14 @@ from typing import Any
 import torch
 
 from .errors import ParameterError
-from .video_input import read_frame_folder, read_inpaint_folder, resolve_video_length
+from .params import AnimateDiffParams
+from .video_input import (
+    materialize_video_source,
+    read_frame_folder,
+    read_inpaint_folder,
+    read_video_frames,
+    resolve_video_length,
+)
 
 HINT_ATTRIBUTES = ("hint_cond", "hr_hint_cond")
 
@@ -56,14 +65,18 @@ class FrameSources:
 
 @dataclass(frozen=True)
 class UnitFrames:
-    """A unit that reads one image per frame: ``image_dir`` (and ``mask_dir``), ``count`` frames there,
+    """A unit that reads one image per frame: the frames (and masks) of ``image_dir`` in natural order;
     ``source`` says where the folder came from (for messages)."""
 
     index: int
     image_dir: Path
-    mask_dir: Path | None
-    count: int
+    images: tuple[Path, ...]
+    masks: tuple[Path, ...] | None
     source: str
+
+    @property
+    def count(self) -> int:
+        return len(self.images)
 
 
 @dataclass(frozen=True)
@@ -83,15 +96,16 @@ def _folder_for(unit: UnitInput, sources: FrameSources) -> tuple[Path, str] | No
 
 def _unit_frames(unit: UnitInput, folder: Path, source: str, mask_path: Path | None) -> UnitFrames:
     if not unit.inpaint:
-        return UnitFrames(unit.index, folder, None, len(read_frame_folder(folder)), source)
+        return UnitFrames(unit.index, folder, tuple(read_frame_folder(folder)), None, source)
     if (folder / "image").is_dir() or mask_path is None:
         pairs = read_inpaint_folder(folder)
-        return UnitFrames(unit.index, folder / "image", folder / "mask", len(pairs), source)
+        return UnitFrames(unit.index, folder / "image", tuple(i for i, _ in pairs), tuple(m for _, m in pairs),
+                          source)
     images, masks = read_frame_folder(folder), read_frame_folder(mask_path)
     if len(masks) < len(images):
         raise ParameterError("mask_path", f"{mask_path} has {len(masks)} masks for the {len(images)} frames of "
                              f"ControlNet unit {unit.index} ({source}); give one mask per frame")
-    return UnitFrames(unit.index, folder, mask_path, len(images), source)
+    return UnitFrames(unit.index, folder, tuple(images), tuple(masks[:len(images)]), source)
 
 
 def plan_control_frames(units: Sequence[UnitInput], sources: FrameSources, requested: int) -> ControlPlan:
@@ -116,11 +130,91 @@ def plan_control_frames(units: Sequence[UnitInput], sources: FrameSources, reque
     return ControlPlan(tuple(planned), resolve_video_length(requested, counts))
 
 
-def output_fps(requested: float, source: Fraction | None, default: float = 8.0) -> Fraction | float:
-    """The playback rate: ``requested`` when above 0, else the source video's exact rate, else ``default``."""
-    if requested > 0:
-        return requested
-    return source if source is not None else default
+def unit_input(index: int, unit: Any) -> UnitInput | None:
+    """What an enabled ControlNet unit brings (sd-webui-controlnet's ``ControlNetUnit``, read by attribute
+    name); None for a disabled unit. A unit in merge mode counts as having its own images."""
+    if not getattr(unit, "enabled", False):
+        return None
+    mode = getattr(unit, "input_mode", "simple")
+    mode = str(getattr(mode, "value", mode)).lower()
+    batch = getattr(unit, "batch_images", None)
+    batch_dir = None
+    if mode == "batch" and isinstance(batch, str):  # its first line; ControlNet reads "mask:" lines after it
+        batch_dir = batch.split("\n")[0].strip() or None
+    return UnitInput(index, has_image=getattr(unit, "image", None) is not None or mode == "merge",
+                     batch_dir=batch_dir, inpaint="inpaint" in str(getattr(unit, "module", "")))
+
+
+def stage(files: Sequence[Path], folder: Path) -> Path:
+    """Link ``files`` into the new ``folder`` as 00000<suffix>, 00001...: ControlNet lists a folder in plain
+    name order (2.png after 10.png) and reads every file in it, so it gets exactly these frames, in order."""
+    folder.mkdir(parents=True)
+    for number, source in enumerate(files):
+        target = folder / f"{number:05d}{source.suffix.lower()}"
+        try:
+            target.symlink_to(source.resolve())
+        except OSError:  # no symlinks here (e.g. Windows without the privilege): copy
+            shutil.copyfile(source, target)
+    return folder
+
+
+def with_frames(unit: Any, frames: UnitFrames, video_length: int, work_dir: Path, batch_mode: Any) -> Any:
+    """A copy of ``unit`` that reads the first ``video_length`` frames (and masks) of ``frames``, staged in
+    ``work_dir``, as one image per video frame (ControlNet's AnimateDiff batch input)."""
+    base = work_dir / f"unit{frames.index}"
+    clone = copy.copy(unit)
+    changes = {"input_mode": batch_mode, "animatediff_batch": True, "batch_modifiers": [],
+               "batch_images": str(stage(frames.images[:video_length], base / "image")),
+               "batch_mask_dir": None if frames.masks is None else str(stage(frames.masks[:video_length],
+                                                                            base / "mask"))}
+    for name, value in changes.items():
+        setattr(clone, name, value)
+    return clone
+
+
+@dataclass(frozen=True)
+class VideoToVideo:
+    """The outcome of :func:`prepare`: ControlNet's edited units by argument slot, the video length, and
+    the video source's exact rate and audio (None without a video source, or without audio)."""
+
+    units: dict[int, Any]
+    frames: int
+    source_fps: Fraction | None = None
+    audio: Path | None = None
+
+
+def _checked_folder(value: str | None, field: str, roots: Sequence[Path] | None) -> Path | None:
+    if not value:
+        return None
+    folder = Path(value).expanduser().resolve()
+    if roots is not None and not any(folder == r.resolve() or folder.is_relative_to(r.resolve()) for r in roots):
+        raise ParameterError(field, f"{value} is outside the folders AnimateDiff may read "
+                             f"({', '.join(str(r) for r in roots) or 'none'}); move the frames there")
+    return folder
+
+
+def prepare(params: AnimateDiffParams, slots: Sequence[tuple[int, Any]], *, work_dir: Path,
+            allowed_roots: Sequence[Path] | None, batch_mode: Any, i2i_batch_dir: Path | None = None
+            ) -> VideoToVideo:
+    """Plan a request's ControlNet input: decode ``video_source`` (a path inside ``allowed_roots`` or base64)
+    frame-exactly into ``work_dir``, give every enabled unit of ``slots`` ((argument slot, unit)) its frames,
+    and resolve the video length. ``batch_mode``: ControlNet's ``InputMode.BATCH``."""
+    video = None
+    if params.video_source:
+        source = materialize_video_source(params.video_source, work_dir, allowed_roots=allowed_roots)
+        video = read_video_frames(source, dest_dir=work_dir / "video", limit=params.video_length or None)
+    sources = FrameSources(i2i_batch_dir=i2i_batch_dir, video_frames_dir=None if video is None else work_dir / "video",
+                           video_path=_checked_folder(params.video_path, "video_path", allowed_roots),
+                           mask_path=_checked_folder(params.mask_path, "mask_path", allowed_roots))
+    found = [(slot, unit, unit_input(number, unit)) for number, (slot, unit) in enumerate(slots)]
+    enabled = [(slot, unit, info) for slot, unit, info in found if info is not None]
+    plan = plan_control_frames([info for _, _, info in enabled], sources, params.video_length)
+    frames = plan.frames or params.frames
+    by_index = {planned.index: planned for planned in plan.units}
+    units = {slot: with_frames(unit, by_index[info.index], frames, work_dir, batch_mode)
+             for slot, unit, info in enabled if info.index in by_index}
+    audio = video.source if video is not None and video.has_audio and params.keep_audio else None
+    return VideoToVideo(units, frames, video.fps if video is not None else None, audio)
 
 
 class HintSlicer:
@@ -167,5 +261,5 @@ class HintSlicer:
         self.restore()
 
 
-__all__ = ["ControlPlan", "FrameSources", "HintSlicer", "UnitFrames", "UnitInput", "output_fps",
-           "plan_control_frames"]
+__all__ = ["ControlPlan", "FrameSources", "HintSlicer", "UnitFrames", "UnitInput", "VideoToVideo",
+           "plan_control_frames", "prepare", "stage", "unit_input", "with_frames"]

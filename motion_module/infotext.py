@@ -59,6 +59,8 @@ def _written(spec_name: str, params: AnimateDiffParams, img2img: bool) -> bool:
     spec = FIELD_BY_NAME[spec_name]
     if spec.infotext_key is None or (spec.img2img_only and not img2img):
         return False
+    if spec_name == "keep_audio":
+        return bool(params.video_source)
     return not (spec.group == "freeinit" and spec_name != "freeinit_enable"
                 and not params.freeinit_enable)
 

@@ -230,8 +230,8 @@ FIELDS: tuple[FieldSpec, ...] = (
     _f("video_length", "int", 0, "Number of frames",
        "Frames in the video; 0 = the context length.", aliases=("frames",), minimum=0,
        maximum=10000, step=1, infotext_key="video_length"),
-    _f("fps", "float", 8.0, "FPS", "Playback frames per second of the saved video.",
-       minimum=0, min_exclusive=True, maximum=240, step=1, infotext_key="fps"),
+    _f("fps", "float", 8.0, "FPS", "Playback frames per second of the saved video; 0 = the video source's "
+       "exact rate (8 without a video source).", minimum=0, maximum=240, step=1, infotext_key="fps"),
     _f("loop_number", "int", 0, "Display loop number",
        "How many times GIF/WEBP play; 0 = loop forever.", minimum=0, maximum=65535, step=1,
        infotext_key="loop_number"),
@@ -318,6 +318,9 @@ FIELDS: tuple[FieldSpec, ...] = (
     _f("request_id", "request_id", None, "Request id",
        "API: appended to output file names as -<id>; empty = none.", api_only=True,
        group="api", xyz=False),
+    _f("keep_audio", "bool", True, "Keep the source's audio",
+       "MP4/WEBM outputs carry the video source's audio track, trimmed to the clip.",
+       infotext_key="keep_audio", group="controlnet", xyz=False),
 )
 
 FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in FIELDS)

@@ -98,6 +98,7 @@ class AnimateDiffParams:
     interp: FrameInterpolation = FrameInterpolation.OFF
     interp_x: int = 10
     request_id: str | None = None
+    keep_audio: bool = True
 
     def __post_init__(self) -> None:
         for spec in FIELDS:

@@ -14,6 +14,7 @@ import base64
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from .settings import Get, encode_options, s3_options
 from .upload import S3Options, upload_s3
 from .video_encoders import EncodeOptions
 from .video_files import ping_pong, save_video
+from .video_input import mux_audio, output_fps
 
 logger = logging.getLogger("animatediff")
 SHOWN_IN_GALLERY = (".gif", ".webp")  # WebUI's gallery plays these; MP4/WEBM it cannot
@@ -44,6 +46,7 @@ class VideoJob:
     original_prompt: str | None = None
     request_id: str | None = None
     s3: S3Options | None = None
+    audio: Path | None = None  # a video whose audio MP4/WEBM outputs carry, trimmed to the clip
 
 
 @dataclass
@@ -87,6 +90,15 @@ def _shown(path: Path, first_frame: Image.Image, for_api: bool) -> Any | None:
     return preview
 
 
+def _add_audio(files: dict[str, Path], frames: int, job: VideoJob, out: Published) -> None:
+    for name in ("MP4", "WEBM"):
+        if job.audio is not None and name in files:
+            try:
+                mux_audio(files[name], job.audio, frames=frames, fps=Fraction(job.options.fps), out_path=files[name])
+            except AnimateDiffError as error:
+                out.report(f"adding the source's audio to the {name} (kept without audio)", error)
+
+
 def _one_video(frames: list[Image.Image], info: str, seed: int, job: VideoJob, for_api: bool,
                out: Published) -> None:
     formats = [str(f.value) for f in job.formats if f is not OutputFormat.FRAME]
@@ -98,6 +110,7 @@ def _one_video(frames: list[Image.Image], info: str, seed: int, job: VideoJob, f
         out.report("writing the video", error)
         saved = None
     if saved is not None:
+        _add_audio(saved.files, len(frames), job, out)
         out.files += [str(path) for path in saved.files.values()]
         videos = [saved.files[f] for f in VIDEO_FORMATS if f in saved.files]
         if job.s3 is not None and videos:
@@ -139,11 +152,16 @@ def publish_videos(images: Sequence[Image.Image], infotexts: Sequence[str], seed
 
 
 def video_job(frames: int, params: AnimateDiffParams, out_dir: Path, get: Get, *, ping_pong: bool = False,
-              original_prompt: str | None = None) -> VideoJob:
-    """The job for a request's ``params`` with the encoder and upload settings read through ``get``."""
+              original_prompt: str | None = None, source_fps: Fraction | None = None,
+              audio: Path | None = None) -> VideoJob:
+    """The job for a request's ``params`` with the encoder and upload settings read through ``get``.
+
+    ``fps`` 0 plays at ``source_fps`` (the video source's exact rate) or 8; ``audio``: see ``VideoJob``.
+    """
+    fps = output_fps(params.fps, source_fps)
     return VideoJob(frames=frames, formats=params.formats, out_dir=out_dir, ping_pong=ping_pong,
-                    options=encode_options(get, fps=params.fps, loop=params.loop_number),
-                    original_prompt=original_prompt, request_id=params.request_id, s3=s3_options(get))
+                    options=encode_options(get, fps=fps, loop=params.loop_number), original_prompt=original_prompt,
+                    request_id=params.request_id, s3=s3_options(get), audio=audio)
 
 
 __all__ = ["Published", "VideoJob", "publish_videos", "video_count", "video_infotext", "video_job"]

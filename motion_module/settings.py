@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any
 
 from .upload import S3Options
@@ -56,7 +57,7 @@ def _value(get: Get, key: str) -> Any:
     return get(key, DEFAULTS[key])
 
 
-def encode_options(get: Get, *, fps: float, loop: int) -> EncodeOptions:
+def encode_options(get: Get, *, fps: float | Fraction, loop: int) -> EncodeOptions:
     """The encoder settings, for a video of ``fps`` frames per second played ``loop`` times (0: forever)."""
     return EncodeOptions(
         fps=fps, loop=loop,

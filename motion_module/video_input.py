@@ -340,6 +340,13 @@ def read_inpaint_folder(path: str | os.PathLike[str]) -> list[tuple[Path, Path]]
 
 
 # --------------------------------------------------------------------------------- length
+def output_fps(requested: float, source: Fraction | None, default: float = 8.0) -> Fraction | float:
+    """The playback rate: ``requested`` when above 0, else the source video's exact rate, else ``default``."""
+    if requested > 0:
+        return requested
+    return source if source is not None else default
+
+
 def resolve_video_length(requested: int, sources: Mapping[str, int]) -> int:
     """Number of frames to generate. ``requested`` 0 means the shortest source.
 

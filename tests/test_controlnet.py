@@ -12,11 +12,12 @@ import pytest
 import torch
 from PIL import Image
 
-from motion_module.controlnet import FrameSources, HintSlicer, UnitInput, output_fps, plan_control_frames
+from motion_module.controlnet import FrameSources, HintSlicer, UnitInput, plan_control_frames
 from motion_module.errors import InputError, ParameterError
 from motion_module.injection import injected
 from motion_module.params import AnimateDiffParams
 from motion_module.run import plan_run
+from motion_module.video_input import output_fps
 from tests.fixtures.unets import tiny_unet, unet_inputs
 from tests.test_injection import make_mm
 
@@ -183,7 +184,8 @@ def test_inpaint_units_read_images_and_masks(tmp_path: Path):
     frames_dir(tmp_path / "clip" / "mask", 6)
     unit = UnitInput(0, inpaint=True)
     plan = plan_control_frames([unit], FrameSources(video_path=tmp_path / "clip"), 0)
-    assert (plan.units[0].image_dir.name, plan.units[0].mask_dir.name, plan.frames) == ("image", "mask", 6)
+    assert plan.units[0].image_dir.name == "image" and plan.frames == 6
+    assert plan.units[0].masks is not None and [m.parent.name for m in plan.units[0].masks] == ["mask"] * 6
     plain, masks = frames_dir(tmp_path / "plain", 5), frames_dir(tmp_path / "masks", 3)
     with pytest.raises(ParameterError, match="3 masks for the 5 frames"):
         plan_control_frames([unit], FrameSources(video_path=plain, mask_path=masks), 0)
@@ -203,3 +205,61 @@ def test_slicer_moves_rows_to_the_device_and_keeps_them_small():
     with HintSlicer([param], 256, device="cpu") as slicer:
         slicer.select(list(range(16)))
         assert param.hint_cond.shape == (16, 3, 64, 64) and param.hint_cond.data_ptr() != hints.data_ptr()
+
+
+# ----------------------------------------------------------------------------- one request's V2V input
+class Unit:
+    """sd-webui-controlnet's ControlNetUnit as far as AnimateDiff reads and writes it."""
+
+    def __init__(self, **kw: Any) -> None:
+        self.enabled, self.image, self.input_mode, self.batch_images, self.module = True, None, "simple", None, "none"
+        self.animatediff_batch, self.batch_mask_dir, self.batch_modifiers = False, None, []
+        self.__dict__.update(kw)
+
+
+def ntsc_video_with_sound(folder: Path, frames: int = 30) -> Path:
+    from tests.test_video_input import make
+
+    path = folder / "source.mp4"
+    make("-f", "lavfi", "-i", "testsrc=s=32x32:r=30000/1001", "-f", "lavfi", "-i", "sine=f=440:duration=3",
+         "-frames:v", str(frames), "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", str(path))
+    return path
+
+
+def test_prepare_decodes_the_video_source_and_stages_each_units_frames(tmp_path: Path):
+    from motion_module.controlnet import prepare
+
+    video = ntsc_video_with_sound(tmp_path)
+    frames = frames_dir(tmp_path / "own", 20)
+    for i in (2, 11):  # unpadded names: 2 before 10 in natural order, after it in ControlNet's plain order
+        assert (frames / f"{i}.png").is_file()
+    slots = [(5, Unit(enabled=False)), (6, Unit()), (7, Unit(input_mode="batch", batch_images=f"{frames}\nmask:x")),
+             (8, Unit(image="single image"))]
+    params = AnimateDiffParams(enable=True, video_source=str(video), fps=0)
+    v2v = prepare(params, slots, work_dir=tmp_path / "work", allowed_roots=[tmp_path], batch_mode="BATCH")
+    assert v2v.frames == 20 and v2v.source_fps == Fraction(30000, 1001) and v2v.audio == video.resolve()
+    assert sorted(v2v.units) == [6, 7] and slots[1][1].animatediff_batch is False  # copies, originals untouched
+    for slot in (6, 7):
+        unit = v2v.units[slot]
+        staged = sorted(Path(unit.batch_images).iterdir())
+        assert (unit.input_mode, unit.animatediff_batch, unit.batch_mask_dir, len(staged)) == ("BATCH", True, None, 20)
+    own = [p.resolve().name for p in sorted(Path(v2v.units[7].batch_images).iterdir())]
+    assert own == [f"{i}.png" for i in range(20)]  # natural order, staged as 00000.png...
+    assert len(list((tmp_path / "work" / "video").iterdir())) == 30  # video_length 0: every frame decoded
+    quiet = prepare(params.replace_field("keep_audio", False), slots[1:2], work_dir=tmp_path / "w2",
+                    allowed_roots=[tmp_path], batch_mode="BATCH")
+    assert quiet.audio is None and quiet.frames == 30
+
+
+def test_prepare_refuses_paths_outside_the_allowed_folders(tmp_path: Path):
+    from motion_module.controlnet import prepare
+
+    inside, outside = tmp_path / "inside", frames_dir(tmp_path / "outside", 4)
+    inside.mkdir()
+    for field in ("video_path", "mask_path"):
+        with pytest.raises(ParameterError, match=f"'{field}'.*outside the folders"):
+            prepare(AnimateDiffParams(enable=True, **{field: str(outside)}), [(0, Unit())], work_dir=tmp_path / "w",
+                    allowed_roots=[inside], batch_mode="BATCH")
+    with pytest.raises(ParameterError, match="video_source"):
+        prepare(AnimateDiffParams(enable=True, video_source=str(tmp_path / "x.mp4")), [], work_dir=tmp_path / "w",
+                allowed_roots=[inside], batch_mode="BATCH")

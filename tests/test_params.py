@@ -166,7 +166,7 @@ ERRORS = [
     ("context", 0, ["0", ">= 1 and <= 64"]), ("context", 65, ["65", "<= 64"]),
     ("stride", 0, ["0", ">= 1"]), ("overlap", -2, ["-2", ">= -1"]),
     ("loop_number", None, ["None", "whole number"]),
-    ("fps", 0, ["0", "> 0 and <= 240"]), ("fps", "nan", ["'nan'", "finite"]),
+    ("fps", -1, ["-1", ">= 0 and <= 240"]), ("fps", "nan", ["'nan'", "finite"]),
     ("fps", float("inf"), ["inf", "finite"]), ("fps", False, ["False", "finite number"]),
     ("fps", [8], ["[8]", "finite number"]),
     ("freeinit_ds", 0, ["0", "> 0 and <= 1"]), ("freeinit_dt", 1.5, ["1.5", "<= 1"]),

@@ -101,3 +101,24 @@ def test_upload_success_and_failure(tmp_path: Path, server: dict[str, str]) -> N
 def test_fewer_frames_than_a_video_publish_nothing(tmp_path: Path, count: int) -> None:
     out = publish_videos(frames(count), ["i"] * count, [1] * count, ["p"] * count, job(tmp_path), for_api=True)
     assert out.images == [] and out.files == []
+
+
+def test_mp4_and_webm_carry_the_sources_audio_trimmed_to_the_clip(tmp_path: Path) -> None:
+    from fractions import Fraction
+
+    from tests.test_video_input import audio_seconds, make
+
+    source = tmp_path / "source.m4a"
+    make("-f", "lavfi", "-i", "sine=f=440:duration=3", "-c:a", "aac", str(source))
+    rate = Fraction(30000, 1001)
+    job = VideoJob(frames=4, formats=(F.MP4, F.WEBM, F.GIF), out_dir=tmp_path / "out",
+                   options=EncodeOptions(fps=rate), audio=source)
+    out = publish_videos(frames(4), ["i"] * 4, [1] * 4, ["p"] * 4, job, for_api=False)
+    assert not out.notes
+    for suffix in (".mp4", ".webm"):
+        path = next(Path(f) for f in out.files if f.endswith(suffix))
+        assert 0 < audio_seconds(path) <= Fraction(4) / rate + Fraction(1, 100)
+    bad = VideoJob(frames=4, formats=(F.MP4,), out_dir=tmp_path / "out", options=EncodeOptions(fps=8),
+                   audio=tmp_path / "missing.m4a")
+    kept = publish_videos(frames(4), ["i"] * 4, [1] * 4, ["p"] * 4, bad, for_api=True)
+    assert len(kept.images) == 1 and "adding the source's audio to the MP4" in kept.notes[0]
