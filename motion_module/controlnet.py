@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import copy
 import shutil
-from collections.abc import Sequence
+import tempfile
+import weakref
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -130,6 +132,20 @@ def plan_control_frames(units: Sequence[UnitInput], sources: FrameSources, reque
     return ControlPlan(tuple(planned), resolve_video_length(requested, counts))
 
 
+def unit_slots(args: Sequence[Any], start: int, end: int, to_unit: Callable[[Any], Any]) -> list[tuple[int, Any]]:
+    """(argument slot, unit) for ControlNet's arguments ``args[start:end]`` that are units (a dict from the API
+    or a unit object from the UI), each made a unit object by ``to_unit`` (ControlNet's to_processing_unit)."""
+    return [(i, to_unit(args[i])) for i in range(start, min(end, len(args)))
+            if isinstance(args[i], dict) or hasattr(args[i], "enabled")]
+
+
+def work_folder(owner: Any) -> Path:
+    """A new temporary folder for one request's decoded and staged frames, removed with ``owner``."""
+    folder = Path(tempfile.mkdtemp(prefix="animatediff-input-"))
+    weakref.finalize(owner, shutil.rmtree, folder, True)
+    return folder
+
+
 def unit_input(index: int, unit: Any) -> UnitInput | None:
     """What an enabled ControlNet unit brings (sd-webui-controlnet's ``ControlNetUnit``, read by attribute
     name); None for a disabled unit. A unit in merge mode counts as having its own images."""
@@ -194,22 +210,24 @@ def _checked_folder(value: str | None, field: str, roots: Sequence[Path] | None)
 
 
 def prepare(params: AnimateDiffParams, slots: Sequence[tuple[int, Any]], *, work_dir: Path,
-            allowed_roots: Sequence[Path] | None, batch_mode: Any, i2i_batch_dir: Path | None = None
-            ) -> VideoToVideo:
-    """Plan a request's ControlNet input: decode ``video_source`` (a path inside ``allowed_roots`` or base64)
-    frame-exactly into ``work_dir``, give every enabled unit of ``slots`` ((argument slot, unit)) its frames,
-    and resolve the video length. ``batch_mode``: ControlNet's ``InputMode.BATCH``."""
+            allowed_roots: Sequence[Path] | None, batch_mode: Any, i2i_batch_dir: Path | None = None,
+            init_frames: int = 0) -> VideoToVideo:
+    """Plan a request's video input: give every enabled ControlNet unit of ``slots`` ((argument slot, unit))
+    its frames, decoding ``video_source`` (a path inside ``allowed_roots``, or base64) frame-exactly into
+    ``work_dir`` when a unit needs it, and resolve the video length (``init_frames``: the img2img Batch
+    tab's init images, one per frame, also a source). ``batch_mode``: ControlNet's ``InputMode.BATCH``."""
+    enabled = [(slot, unit, info) for number, (slot, unit) in enumerate(slots)
+               if (info := unit_input(number, unit)) is not None]
     video = None
-    if params.video_source:
+    if params.video_source and any(not info.has_image or info.batch_dir for _, _, info in enabled):
         source = materialize_video_source(params.video_source, work_dir, allowed_roots=allowed_roots)
         video = read_video_frames(source, dest_dir=work_dir / "video", limit=params.video_length or None)
     sources = FrameSources(i2i_batch_dir=i2i_batch_dir, video_frames_dir=None if video is None else work_dir / "video",
                            video_path=_checked_folder(params.video_path, "video_path", allowed_roots),
                            mask_path=_checked_folder(params.mask_path, "mask_path", allowed_roots))
-    found = [(slot, unit, unit_input(number, unit)) for number, (slot, unit) in enumerate(slots)]
-    enabled = [(slot, unit, info) for slot, unit, info in found if info is not None]
     plan = plan_control_frames([info for _, _, info in enabled], sources, params.video_length)
-    frames = plan.frames or params.frames
+    counts = {"the img2img batch images": init_frames} if init_frames else {}
+    frames = resolve_video_length(plan.frames, counts) if counts else plan.frames or params.frames
     by_index = {planned.index: planned for planned in plan.units}
     units = {slot: with_frames(unit, by_index[info.index], frames, work_dir, batch_mode)
              for slot, unit, info in enabled if info.index in by_index}

@@ -54,4 +54,12 @@ def resolve_motion_module(root: Path, name: str) -> tuple[Path, str]:
     return path, path.relative_to(root).as_posix()
 
 
-__all__ = ["MODEL_EXTENSIONS", "default_motion_module", "list_motion_modules", "resolve_motion_module"]
+
+
+
+def model_root(configured: str, default: Path) -> Path:
+    """The motion-module folder: the configured one ("" = ``default``, the extension's model/ folder)."""
+    return Path(configured).expanduser() if configured.strip() else default
+
+
+__all__ = ["MODEL_EXTENSIONS", "default_motion_module", "list_motion_modules", "model_root", "resolve_motion_module"]

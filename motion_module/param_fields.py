@@ -324,6 +324,7 @@ FIELDS: tuple[FieldSpec, ...] = (
 )
 
 FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in FIELDS)
+XYZ_ATTRIBUTE = "animatediff_xyz"  # where X/Y/Z-plot axes leave their overrides on the host's processing object
 XYZ_FIELDS: tuple[FieldSpec, ...] = tuple(f for f in FIELDS if f.xyz and f.kind not in ("image", "path", "formats"))
 FIELD_BY_NAME: dict[str, FieldSpec] = {f.name: f for f in FIELDS}
 # Keys the reference's constructor accepted for its own internal state; ignored without error.

@@ -58,6 +58,7 @@ __all__ = [
     "from_api",
     "from_positional",
     "from_script_args",
+    "script_slice",
     "merge_dicts",
 ]
 
@@ -262,3 +263,12 @@ def from_script_args(args: Sequence[Any] | None) -> AnimateDiffParams:
     if isinstance(first, (list, tuple)):
         return from_api(first)
     return from_positional(list(args))
+
+
+def script_slice(runner: Any, script_args: Sequence[Any] | None, title: str) -> tuple[Any, ...] | None:
+    """The arguments of the always-on script titled ``title`` (case-insensitive) in a host's script runner
+    (A1111: ``p.scripts`` and ``p.script_args``), or None when the runner has no such script."""
+    for script in getattr(runner, "alwayson_scripts", None) or []:
+        if str(script.title()).lower() == title.lower():
+            return tuple((script_args or ())[script.args_from:script.args_to])
+    return None

@@ -9,12 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from .errors import IncompatibleModelError, ParameterError, TooManyFramesError
+from .infotext import to_infotext
+from .loading import load_for_unet, short_hash
+from .model import MotionModule
+from .model_files import resolve_motion_module
 from .param_fields import BetaSchedule, ClosedLoop
 from .params import AnimateDiffParams
 from .prompts import (
@@ -193,3 +198,30 @@ def check_host(state: HostState, params: AnimateDiffParams) -> None:
     if params.freeinit_enable and (state.img2img or state.hires):
         raise ParameterError("freeinit_enable", "FreeInit works in txt2img without hires fix; turn FreeInit "
                              "or hires fix off (img2img: use denoising strength instead)")
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A request ready to run: the loaded module, the plan, the module's file name (relative to the model
+    folder), the per-frame prompts for the host (None without travel), the infotext entry, and a note."""
+
+    module: MotionModule
+    plan: RunPlan
+    model_name: str
+    prompts: list[str] | None
+    infotext: str
+    note: str | None
+
+
+def prepare_request(params: AnimateDiffParams, *, model_root: Path, base: str, channels: Sequence[int], prompt: str,
+                    n_iter: int, img2img: bool, steps: int, sampler: str, scheduler: str, cfg_scale: float,
+                    device: Any = "cpu", dtype: torch.dtype | None = None) -> Prepared:
+    """Resolve and load the motion module for a UNet of ``base``/``channels`` (checked from the file's header
+    first), plan the run and write its infotext. ``n_iter``: videos of the request (per-frame prompts repeat)."""
+    path, name = resolve_motion_module(model_root, params.model)
+    module = load_for_unet(path, base, channels, name=name, device=device, dtype=dtype)
+    plan = plan_run(params, module.spec, prompt)
+    infotext = to_infotext(params, model=name, model_hash=short_hash(path), schedule_used=plan.schedule.label,
+                           frames=plan.frames, context=plan.context, img2img=img2img)
+    return Prepared(module, plan, name, plan.prompts(prompt, n_iter), infotext,
+                    lightning_hint(steps, sampler, scheduler, cfg_scale))

@@ -115,6 +115,14 @@ def _accumulate(out: torch.Tensor, y: torch.Tensor, row_weights: Sequence[torch.
         offset += len(part)
 
 
+def _before_call(set_window: Callable[[int], None] | None, on_frames: Callable[[list[int]], None] | None,
+                 window: int, frame_of_row: list[int]) -> None:
+    if set_window is not None:
+        set_window(window)
+    if on_frames is not None:
+        on_frames(frame_of_row)
+
+
 def windowed_denoise(
     denoiser: Denoiser,
     x: torch.Tensor,
@@ -161,10 +169,7 @@ def windowed_denoise(
     groups = rows // frames
     windows = [list(w) for w in windows]
     if len(windows) == 1 and windows[0] == list(range(frames)):
-        if set_window is not None:
-            set_window(frames)
-        if on_frames is not None:
-            on_frames(list(range(frames)) * groups)
+        _before_call(set_window, on_frames, frames, list(range(frames)) * groups)
         return denoiser(x, sigma, cond)
     _check_windows(windows, frames)
     weights = _normalised_weights(windows, frames, fusion)
@@ -172,10 +177,7 @@ def windowed_denoise(
     for chunk in _chunks(windows, groups, max_rows):
         index_lists = [window_rows(windows[p], frames, groups) for p in chunk]
         index = torch.tensor([i for part in index_lists for i in part], dtype=torch.long)
-        if set_window is not None:
-            set_window(len(windows[chunk[0]]))
-        if on_frames is not None:
-            on_frames([int(i) % frames for i in index.tolist()])
+        _before_call(set_window, on_frames, len(windows[chunk[0]]), [int(i) % frames for i in index.tolist()])
         y = denoiser(x.index_select(0, index.to(x.device)), slice_rows(sigma, rows, index),
                      slice_rows(cond, rows, index))
         if y.shape[0] != index.numel() or y.shape[1:] != x.shape[1:]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
+from pathlib import Path
 from typing import Any
 
 from .upload import S3Options
@@ -33,6 +34,8 @@ class Setting:
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("animatediff_model_path", "", "Motion-module folder (empty: the extension's model/ folder)"),
+    Setting("animatediff_input_folders", "", "Folders video_source / video_path / mask_path may be read from, "
+            "besides WebUI's data folder and uploads (one per line)"),
     Setting("animatediff_gif_palette", False, "GIF: optimise a global palette with ffmpeg", "bool"),
     Setting("animatediff_gif_gifsicle", False, "GIF: optimise with gifsicle when installed", "bool"),
     Setting("animatediff_mp4_crf", 23, "MP4 CRF (0 best - 51 worst)", "slider", 0, 51),
@@ -87,9 +90,16 @@ def max_rows(get: Get) -> int | None:
     return int(_value(get, "animatediff_max_rows") or 0) or None
 
 
+def input_folders(get: Get) -> list[Path]:
+    """The configured extra folders that AnimateDiff's file inputs may come from."""
+    return [Path(line.strip()).expanduser() for line in str(_value(get, "animatediff_input_folders") or "").splitlines()
+            if line.strip()]
+
+
 def model_folder(get: Get) -> str:
     """The configured motion-module folder ("" = the extension's own model/ folder)."""
     return str(_value(get, "animatediff_model_path") or "").strip()
 
 
-__all__ = ["DEFAULTS", "SETTINGS", "Setting", "encode_options", "max_rows", "model_folder", "s3_options"]
+__all__ = ["DEFAULTS", "SETTINGS", "Setting", "encode_options", "input_folders", "max_rows", "model_folder",
+           "s3_options"]

@@ -1,13 +1,15 @@
 """AnimateDiff for AUTOMATIC1111 WebUI 1.9+/1.10: the only Script, a thin host layer over `motion_module`.
 
-It reads WebUI objects and makes one engine call per hook: before_process parses and plans (`params`,
-`run.plan_run`); the p.sample wrapper enters `patch.animatediff_patch`, the one owner of every host change
-(modules, GroupNorm, schedule, sampler, init latents, rng, the inner-model wrapper added in on_cfg_denoiser)
-and re-raises errors WebUI's hooks swallowed; postprocess hands the frames to `publish.publish_videos`.
+One engine call per hook: before_process plans the video input (`controlnet.prepare`) and the request
+(`run.prepare_request`); the p.sample wrapper enters `patch.animatediff_patch`, the one owner of every host
+change (modules, GroupNorm, schedule, sampler, init latents, rng, inner-model wrapper, ControlNet hints), and
+re-raises errors WebUI's hooks swallowed; postprocess calls `publish.publish_videos`. Settings: animatediff_settings.py.
 """
 
 import datetime
+import importlib
 import logging
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,39 +17,38 @@ from typing import Any
 import gradio as gr
 import numpy as np
 import torch
-from modules import devices, images, script_callbacks, scripts, sd_samplers, sd_unet, shared
+from modules import devices, images, paths, script_callbacks, scripts, sd_samplers, sd_unet, shared
 from modules.processing import StableDiffusionProcessingImg2Img, images_tensor_to_samples
 from modules.sd_samplers_common import approximation_indexes
 from modules.ui_components import InputAccordion, ToolButton
 
+from motion_module import controlnet, settings, ui_spec
 from motion_module import infotext as mm_infotext
-from motion_module import loading, settings, ui_spec
 from motion_module.freeinit import FreeInitConfig, freeinit_sample
 from motion_module.injection import level_channels
 from motion_module.latent_init import img2gif_latents
-from motion_module.model_files import list_motion_modules, resolve_motion_module
-from motion_module.param_fields import FIELDS, XYZ_FIELDS
+from motion_module.model_files import list_motion_modules, model_root
+from motion_module.param_fields import FIELDS, XYZ_ATTRIBUTE
 from motion_module.params import AnimateDiffParams, from_script_args
 from motion_module.patch import Host, HostPatch, animatediff_patch
 from motion_module.publish import publish_videos, video_job
-from motion_module.run import HostState, RunPlan, check_host, lightning_hint, plan_run
+from motion_module.run import HostState, RunPlan, check_host, prepare_request
 
 logger = logging.getLogger("animatediff")
 EXTENSION_DIR = Path(__file__).resolve().parent.parent
-STATE_ATTR, XYZ_ATTR = "animatediff_run", "animatediff_xyz"
+STATE_ATTR, I2I_BATCH_ATTR = "animatediff_run", "animatediff_i2i_batch_dir"
 
 
 def opt(key: str, default: Any = None) -> Any:  # opts.data: works before the settings page registers ours
     return shared.opts.data.get(key, settings.DEFAULTS.get(key) if default is None else default)
 
 
-def model_dir() -> Path:
-    folder = settings.model_folder(opt)
-    return Path(folder).expanduser() if folder else EXTENSION_DIR / "model"
+def models_root() -> Path:
+    return model_root(settings.model_folder(opt), EXTENSION_DIR / "model")
 
 
 def list_models() -> list[str]:
-    return list_motion_modules(model_dir())
+    return list_motion_modules(models_root())
 
 
 @dataclass
@@ -60,6 +61,8 @@ class Run:
     original_prompt: str | None = None
     error: BaseException | None = None
     patch: HostPatch | None = None
+    v2v: controlnet.VideoToVideo = field(default_factory=lambda: controlnet.VideoToVideo({}, 0))
+    hints: controlnet.HintSlicer | None = None
     notes: list[str] = field(default_factory=list)
 
 
@@ -73,27 +76,47 @@ def _host_state(p: Any) -> HostState:
         hires_checkpoint=hires and getattr(p, "hr_checkpoint_name", None) not in (None, "", "Use same checkpoint"))
 
 
+def _controlnet_script(p: Any) -> Any:
+    return next((s for s in getattr(p.scripts, "alwayson_scripts", []) if s.title().lower() == "controlnet"), None)
+
+
+def _video_input(p: Any, run: Run) -> None:
+    """ControlNet units, video source and img2img batch frames: edit the units and fix the video length."""
+    cn, args = _controlnet_script(p), list(p.script_args)
+    slots = controlnet.unit_slots(args, cn.args_from, cn.args_to, importlib.import_module(
+        "scripts.external_code").to_processing_unit) if cn else []
+    roots = [Path(paths.data_path), Path(tempfile.gettempdir()) / "gradio", *settings.input_folders(opt)]
+    batch_dir = getattr(p, I2I_BATCH_ATTR, None)
+    run.v2v = controlnet.prepare(run.params, slots, work_dir=controlnet.work_folder(p), allowed_roots=roots,
+                                 i2i_batch_dir=batch_dir,
+                                 batch_mode=importlib.import_module("scripts.enums").InputMode.BATCH if cn else None,
+                                 init_frames=len(p.init_images) if batch_dir else 0)
+    run.params = run.params.replace_field("video_length", run.v2v.frames)
+    if run.v2v.units:
+        p.script_args = [run.v2v.units.get(i, arg) for i, arg in enumerate(args)]
+    if batch_dir:
+        p.init_images = p.init_images[:run.v2v.frames]
+
+
 def _prepare(p: Any, run: Run) -> None:
-    params, host = run.params, _host_state(p)
-    check_host(host, params)
-    path, name = resolve_motion_module(model_dir(), params.model)
-    run.module = loading.load_for_unet(path, "sdxl" if getattr(p.sd_model, "is_sdxl", False) else "sd15",
-                                       level_channels(p.sd_model.model.diffusion_model), name=name,
-                                       device=devices.device, dtype=devices.dtype_unet)
+    host = _host_state(p)
+    check_host(host, run.params)
+    _video_input(p, run)
     prompt = p.prompt if isinstance(p.prompt, str) else ""
-    run.plan = plan = plan_run(params, run.module.spec, prompt)
-    p.batch_size = plan.frames
-    if plan.travel is not None:
-        run.original_prompt, p.prompt = prompt, plan.prompts(prompt, p.n_iter)
+    ready = prepare_request(
+        run.params, model_root=models_root(),
+        base="sdxl" if getattr(p.sd_model, "is_sdxl", False) else "sd15", prompt=prompt, n_iter=p.n_iter,
+        channels=level_channels(p.sd_model.model.diffusion_model), img2img=host.img2img, steps=int(p.steps or 20),
+        sampler=str(p.sampler_name or ""), scheduler=str(getattr(p, "scheduler", "") or ""),
+        cfg_scale=float(p.cfg_scale), device=devices.device, dtype=devices.dtype_unet)
+    run.module, run.plan, p.batch_size = ready.module, ready.plan, ready.plan.frames
+    if ready.prompts is not None:
+        run.original_prompt, p.prompt = prompt, ready.prompts
     p.do_not_save_grid = p.do_not_save_samples = True  # frames are saved by us, per video
-    p.extra_generation_params[mm_infotext.INFOTEXT_KEY] = mm_infotext.to_infotext(
-        params, model=name, model_hash=loading.short_hash(path), schedule_used=plan.schedule.label,
-        frames=plan.frames, context=plan.context, img2img=host.img2img)
-    hint = lightning_hint(int(p.steps or 20), str(p.sampler_name or ""), str(getattr(p, "scheduler", "") or ""),
-                          float(p.cfg_scale))
-    if hint:
-        run.notes.append(hint)
-        logger.warning(hint)
+    p.extra_generation_params[mm_infotext.INFOTEXT_KEY] = ready.infotext
+    if ready.note:
+        run.notes.append(ready.note)
+        logger.warning(ready.note)
 
 
 # ----- sampling: everything below runs inside the one patch -----------------------------------------
@@ -116,18 +139,19 @@ def _sample(p: Any, run: Run, call: Any) -> Any:
     assert plan is not None
     host = Host(unet=p.sd_model.model.diffusion_model, schedule_owner=p.sd_model)
     with animatediff_patch(host, run.module, plan.context, plan.schedule.alphas_cumprod()) as patch:
-        run.patch = patch
+        run.patch, run.hints = patch, None
         try:
             if isinstance(p, StableDiffusionProcessingImg2Img):
                 # img2img built its sampler in p.init(), with k-diffusion sigmas from the old schedule
                 patch.set_attribute(p, "sampler", sd_samplers.create_sampler(p.sampler_name, p.sd_model))
-                _img2gif(p, run.params, patch)
+                if len(p.init_images) == 1 and p.init_latent is not None:  # one image for all frames
+                    _img2gif(p, run.params, patch)
             result = _freeinit(p, run, patch, call) if run.params.freeinit_enable else call()
             if run.error is not None:
                 raise run.error
             return result
         finally:
-            run.patch = None
+            run.patch = run.hints = None
 
 
 def _freeinit(p: Any, run: Run, patch: HostPatch, call: Any) -> Any:
@@ -143,8 +167,6 @@ def _freeinit(p: Any, run: Run, patch: HostPatch, call: Any) -> Any:
 
 def _img2gif(p: Any, params: AnimateDiffParams, patch: HostPatch) -> None:
     """Blend the init image (and an optional last frame) into per-frame noise (features.md §3.9)."""
-    if p.init_latent is None:
-        return
     last = None
     if params.last_frame is not None:
         image = images.resize_image(p.resize_mode, params.last_frame.convert("RGB"), p.width, p.height)
@@ -177,10 +199,17 @@ def _windowed(inner: Any, denoiser: Any, run: Run) -> Any:
     def forward(x: torch.Tensor, sigma: Any, **kwargs: Any) -> torch.Tensor:
         if run.error is not None:
             raise run.error
+        if run.hints is None:  # ControlNet's hints (built in its process()), per frame on the CPU
+            network = getattr(_controlnet_script(denoiser.p), "latest_network", None)
+            run.hints = patch.enter(controlnet.HintSlicer(getattr(network, "control_params", None) or [],
+                                                          plan.frames, devices.get_device_for("controlnet")))
         cond = kwargs.pop("cond", None)
-        return plan.denoise(lambda xs, ss, cs: inner(xs, ss, cond=cs, **kwargs), x, sigma, cond,
-                            step=int(getattr(denoiser, "step", 0)), set_window=patch.injection.set_window,
-                            max_rows=max_rows)
+        try:
+            return plan.denoise(lambda xs, ss, cs: inner(xs, ss, cond=cs, **kwargs), x, sigma, cond,
+                                step=int(getattr(denoiser, "step", 0)), set_window=patch.injection.set_window,
+                                max_rows=max_rows, on_frames=run.hints.select if run.hints.sliced else None)
+        finally:
+            run.hints.restore()
 
     return forward
 
@@ -229,7 +258,7 @@ class AnimateDiffScript(scripts.Script):
         run = Run(AnimateDiffParams())
         try:
             run.params = from_script_args(args)
-            for name, value in (getattr(p, XYZ_ATTR, None) or {}).items():
+            for name, value in (getattr(p, XYZ_ATTRIBUTE, None) or {}).items():
                 run.params = run.params.replace_field(name, value)
             if not run.params.enable:
                 return
@@ -244,11 +273,11 @@ class AnimateDiffScript(scripts.Script):
         run: Run | None = getattr(p, STATE_ATTR, None)
         if run is None or run.plan is None or run.error is not None:
             return
-        params, start = run.params, processed.index_of_first_image
+        start = processed.index_of_first_image
         try:
             out_dir = Path(p.outpath_samples) / "AnimateDiff" / datetime.date.today().isoformat()
-            job = video_job(run.plan.frames, params, out_dir, opt, ping_pong=run.plan.ping_pong,
-                            original_prompt=run.original_prompt)
+            job = video_job(run.plan.frames, run.params, out_dir, opt, ping_pong=run.plan.ping_pong,
+                            original_prompt=run.original_prompt, source_fps=run.v2v.source_fps, audio=run.v2v.audio)
             out = publish_videos(processed.images[start:], processed.infotexts[start:], processed.all_seeds,
                                  p.all_prompts, job, for_api=bool(getattr(p, "is_api", False)))
         except Exception as error:  # the frames stay as they are; the failure is reported
@@ -266,34 +295,4 @@ class AnimateDiffScript(scripts.Script):
             processed.comments = (processed.comments or "") + "".join(f"{note}\n" for note in run.notes)
 
 
-# ----- settings and xyz: registered once at import -------------------------------------------------
-def on_ui_settings() -> None:
-    for setting in settings.SETTINGS:
-        component, args = ui_spec.setting_control(setting)
-        shared.opts.add_option(setting.key, shared.OptionInfo(
-            setting.default, setting.label, getattr(gr, component) if component else None, args,
-            section=("animatediff", "AnimateDiff")))
-
-
-def _xyz_setter(name: str) -> Any:
-    def apply(p: Any, value: Any, _: Any) -> None:
-        setattr(p, XYZ_ATTR, {**(getattr(p, XYZ_ATTR, None) or {}), name: value})
-    return apply
-
-
-def on_before_ui() -> None:
-    """X/Y/Z-plot axes for the main parameters (each sets one field of this p's AnimateDiff params)."""
-    xyz = next((d.module for d in scripts.scripts_data
-                if d.script_class.__module__ in ("xyz_grid.py", "scripts.xyz_grid")), None)
-    if xyz is None or any(str(getattr(a, "label", "")).startswith("[AnimateDiff]") for a in xyz.axis_options):
-        return
-    for spec in XYZ_FIELDS:
-        fixed = spec.xyz_choices()
-        choices = list_models if spec.kind == "model" else (lambda c=fixed: c) if fixed else None
-        xyz.axis_options.append(xyz.AxisOption(f"[AnimateDiff] {spec.label}", spec.xyz_type,
-                                               _xyz_setter(spec.name), choices=choices))
-
-
 script_callbacks.on_cfg_denoiser(on_cfg_denoiser)
-script_callbacks.on_ui_settings(on_ui_settings)
-script_callbacks.on_before_ui(on_before_ui)

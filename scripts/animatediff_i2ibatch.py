@@ -1,14 +1,57 @@
-"""`scripts.animatediff_i2ibatch.animatediff_i2i_batch`, which sd-webui-controlnet calls instead of
-img2img's batch tab when AnimateDiff is on. Video-to-video from a batch folder is not implemented yet:
-say so clearly instead of producing one unrelated clip per image."""
+"""The img2img Batch tab with AnimateDiff on: the input folder's images become the init frames of ONE video.
 
+`scripts.animatediff_i2ibatch.animatediff_i2i_batch` is what sd-webui-controlnet calls instead of img2img's
+`process_batch` when AnimateDiff is on; without ControlNet, the same replacement is installed here (once,
+whichever copy of this file WebUI or ControlNet imports, and undone when scripts unload). Each image is one
+frame (encoded separately; denoising strength applies), and the folder is also the frame source of
+ControlNet units that have no input of their own. Imports nothing from the other files in scripts/.
+"""
 
+from pathlib import Path
 from typing import Any
 
-from motion_module.errors import ParameterError
+from modules import img2img, patches, processing, script_callbacks
+from PIL import Image
+
+from motion_module.params import from_script_args, script_slice
+from motion_module.video_input import read_frame_folder
+
+PATCH_KEY = "sd-webui-animatediff-engine"
+I2I_BATCH_ATTR = "animatediff_i2i_batch_dir"  # read by scripts/animatediff.py's before_process
 
 
-def animatediff_i2i_batch(p: Any, *args: Any, **kwargs: Any) -> None:
-    raise ParameterError(
-        "img2img batch", "AnimateDiff does not support the img2img Batch tab yet; use the img2img tab with "
-        "one init image (and optionally a last frame), or txt2img with ControlNet")
+def _enabled(p: Any) -> bool:
+    args = None
+    try:
+        args = script_slice(p.scripts, p.script_args, "animatediff")
+        return bool(args) and from_script_args(args).enable
+    except Exception:  # a bad AnimateDiff argument is reported by AnimateDiff itself, not here
+        return bool(args and args[0] is True)
+
+
+def _load(path: Path) -> Image.Image:
+    with Image.open(path) as image:
+        return image.convert("RGB")
+
+
+def animatediff_i2i_batch(p: Any, input: Any, output_dir: str = "", *args: Any, **kwargs: Any) -> Any:
+    """One video from the batch input: a folder (natural order) or the uploaded files (in their order)."""
+    files = read_frame_folder(input) if isinstance(input, str) else [Path(getattr(f, "name", f)) for f in input]
+    p.init_images = [_load(path) for path in files]
+    setattr(p, I2I_BATCH_ATTR, Path(input) if isinstance(input, str) else files[0].parent)
+    if output_dir and output_dir.strip():
+        p.outpath_samples = output_dir.strip()
+    return processing.process_images(p)
+
+
+def _process_batch(p: Any, *args: Any, **kwargs: Any) -> Any:
+    if _enabled(p):
+        return animatediff_i2i_batch(p, *args, **kwargs)
+    return patches.original(PATCH_KEY, img2img, "process_batch")(p, *args, **kwargs)
+
+
+try:
+    patches.patch(PATCH_KEY, img2img, "process_batch", _process_batch)
+    script_callbacks.on_script_unloaded(lambda: patches.undo(PATCH_KEY, img2img, "process_batch"))
+except RuntimeError:  # the other copy of this file already installed it
+    pass

@@ -9,7 +9,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from motion_module.params import from_script_args
+from motion_module.params import from_script_args, script_slice
 
 logger = logging.getLogger("animatediff")
 
@@ -29,21 +29,13 @@ class AnimateDiffArgs:
     prompt_scheduler: Any = None
 
 
-def _script_args(p: Any) -> tuple[Any, ...] | None:
-    runner = getattr(p, "scripts", None)
-    for script in getattr(runner, "alwayson_scripts", None) or []:
-        if script.title().lower() == "animatediff":
-            return tuple(p.script_args[script.args_from:script.args_to])
-    return None
-
-
 def get_animatediff_arg(p: Any) -> AnimateDiffArgs | None:
     """AnimateDiff's parameters for this job, or None when the script is absent or its args are bad."""
     try:
         run = getattr(p, "animatediff_run", None)
         params = run.params if run is not None else None
         if params is None:
-            args = _script_args(p)
+            args = script_slice(p.scripts, p.script_args, "animatediff")
             if args is None:
                 return None
             params = from_script_args(args)

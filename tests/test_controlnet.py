@@ -261,5 +261,14 @@ def test_prepare_refuses_paths_outside_the_allowed_folders(tmp_path: Path):
             prepare(AnimateDiffParams(enable=True, **{field: str(outside)}), [(0, Unit())], work_dir=tmp_path / "w",
                     allowed_roots=[inside], batch_mode="BATCH")
     with pytest.raises(ParameterError, match="video_source"):
-        prepare(AnimateDiffParams(enable=True, video_source=str(tmp_path / "x.mp4")), [], work_dir=tmp_path / "w",
-                allowed_roots=[inside], batch_mode="BATCH")
+        prepare(AnimateDiffParams(enable=True, video_source=str(tmp_path / "x.mp4")), [(0, Unit())],
+                work_dir=tmp_path / "w", allowed_roots=[inside], batch_mode="BATCH")
+    unused = prepare(AnimateDiffParams(enable=True, video_source=str(tmp_path / "x.mp4"), video_length=6),
+                     [(0, Unit(image="own"))], work_dir=tmp_path / "w", allowed_roots=[inside], batch_mode="BATCH")
+    assert (unused.frames, unused.units) == (6, {})  # no unit needs the video: it is not read at all
+    batch = prepare(AnimateDiffParams(enable=True), [], work_dir=tmp_path / "w", allowed_roots=[inside],
+                    batch_mode="BATCH", init_frames=5)
+    assert batch.frames == 5  # the img2img batch images set the length when video_length is 0
+    with pytest.raises(ParameterError, match="img2img batch images"):
+        prepare(AnimateDiffParams(enable=True, video_length=9), [], work_dir=tmp_path / "w", allowed_roots=[inside],
+                batch_mode="BATCH", init_frames=5)
