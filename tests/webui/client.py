@@ -22,11 +22,15 @@ class WebUIClient:
 
     def __init__(self, base_url: str) -> None:
         self.base_url = base_url.rstrip("/")
+        # every key POSTed to /sdapi/v1/options through this client (tests/webui/options.py puts them back)
+        self.options_written: set[str] = set()
 
     def request(self, method: str, path: str, payload: Any = None,
                 timeout: float = GENERATION_TIMEOUT_S) -> Any:
         """``method`` ``path`` with an optional JSON body; returns the decoded JSON answer."""
         data = None if payload is None else json.dumps(payload).encode("utf-8")
+        if method == "POST" and path == "/sdapi/v1/options" and isinstance(payload, dict):
+            self.options_written.update(payload)
         req = urllib.request.Request(f"{self.base_url}{path}", data=data, method=method,
                                      headers={"Content-Type": "application/json"})
         try:

@@ -15,8 +15,14 @@ Environment (nothing set: every test in tests/webui is skipped):
 * ``ANIMATEDIFF_EXTENSION_LINK``: unset or ``1``: this repository is linked as
   ``<data-dir>/extensions/sd-webui-animatediff-engine``; ``0``: no extension (a plain WebUI);
   any other value: the path of an extension checkout to link instead.
+* ``ANIMATEDIFF_WEBUI_CONTROLNET``: unset: ``<dir>/extensions/sd-webui-controlnet`` is linked too when it
+  exists; ``1``: it must exist (else the session fails); ``0``: no ControlNet; any other value: the path
+  of a ControlNet checkout to link. With a URL, ``1``/a path means "ControlNet must be loaded there".
 * ``ANIMATEDIFF_WEBUI_STARTUP_TIMEOUT``: seconds to wait for the API (default 300).
 * ``ANIMATEDIFF_WEBUI_ARGS``: extra ``launch.py`` arguments (shell syntax), e.g. ``--api-log``.
+
+After each test every setting it changed is put back (``options.py``), also in a WebUI it did not start.
+The terminal summary ends with one line naming the WebUI, its extensions and ControlNet's API version.
 """
 
 from __future__ import annotations
@@ -24,15 +30,20 @@ from __future__ import annotations
 import os
 import shlex
 import time
+import warnings
 from collections.abc import Generator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from .client import WebUIClient, tiny_txt2img
 from .launcher import (
+    CONTROLNET_NAME,
     EXTENSION_NAME,
     WebUISession,
+    controlnet_args,
+    controlnet_source,
     free_port,
     is_ready,
     launch_command,
@@ -43,7 +54,9 @@ from .launcher import (
     start_webui,
     stop_webui,
     wait_until_ready,
+    webui_version,
 )
+from .options import config_file, restore, snapshot
 
 HERE = Path(__file__).resolve().parent
 SKIP_REASON = ("live-WebUI tier off: set ANIMATEDIFF_WEBUI_DIR=/path/to/stable-diffusion-webui (launches "
@@ -57,6 +70,7 @@ PRIMED_OPTIONS = (
     "eta_noise_seed_delta", "randn_source", "token_merging_ratio", "emphasis",
 )
 _state: dict[str, Path | None] = {"log": None}  # the log shown under failing tests
+_summary: list[str] = []  # "live tier: ..." for the terminal summary
 
 
 def _in_tier(item: pytest.Item) -> bool:
@@ -124,11 +138,18 @@ def _launch(tmp_root: Path) -> Iterator[WebUISession]:
     source = _extension_source()
     if source is not None:
         link_extension(data_dir, source, EXTENSION_NAME)
+    try:
+        controlnet, _ = controlnet_source(webui_dir, os.environ)
+    except FileNotFoundError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    if controlnet is not None:
+        link_extension(data_dir, controlnet, CONTROLNET_NAME)
     mm_dir = data_dir / "models" / "AnimateDiff"
     mm_dir.mkdir(parents=True, exist_ok=True)
     motion_modules = build_motion_modules_hook(mm_dir)
     port = free_port()
-    extra = shlex.split(os.environ.get("ANIMATEDIFF_WEBUI_ARGS", ""))
+    extra = [*(controlnet_args(data_dir) if controlnet is not None else []),
+             *shlex.split(os.environ.get("ANIMATEDIFF_WEBUI_ARGS", ""))]
     command = launch_command(python, checkpoint, data_dir, port, extra)
     started = time.monotonic()
     webui = start_webui(webui_dir, command, port, tmp_root / "webui.log")
@@ -143,7 +164,8 @@ def _launch(tmp_root: Path) -> Iterator[WebUISession]:
         yield WebUISession(url=webui.url, launched=True, extension_expected=source is not None,
                            log_path=webui.log_path, data_dir=data_dir, checkpoint=checkpoint,
                            startup_s=time.monotonic() - started, motion_module_dir=mm_dir,
-                           motion_modules=motion_modules)
+                           motion_modules=motion_modules, controlnet_expected=controlnet is not None,
+                           version=webui_version(webui_dir), config_file=data_dir / "config.json")
     finally:
         stop_webui(webui.process)
 
@@ -156,10 +178,39 @@ def webui_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebUISes
         if not is_ready(url, timeout=10.0):
             pytest.fail(f"ANIMATEDIFF_WEBUI_URL={url}: no A1111 API answers GET /sdapi/v1/sd-models "
                         "(start the WebUI with --api, or unset the variable)", pytrace=False)
-        yield WebUISession(url=url, launched=False,
-                           extension_expected=_extension_source() is not None)
+        wanted = os.environ.get("ANIMATEDIFF_WEBUI_CONTROLNET", "").strip()
+        session = WebUISession(url=url, launched=False, extension_expected=_extension_source() is not None,
+                               controlnet_expected=None if wanted == "" else wanted != "0",
+                               version=f"at {url}", config_file=config_file(WebUIClient(url)))
+        _summary.append(_describe(session))
+        yield session
         return
-    yield from _launch(tmp_path_factory.mktemp("webui"))
+    for session in _launch(tmp_path_factory.mktemp("webui")):
+        _summary.append(_describe(session))
+        yield session
+
+
+def _describe(session: WebUISession) -> str:
+    """``live tier: WebUI v1.10.1 (82a973c0) with extensions: ...; ControlNet API version 3``."""
+    client = WebUIClient(session.url)
+    if session.data_dir is not None:  # what this session linked (not A1111's built-in extensions)
+        extensions = sorted(p.name for p in (session.data_dir / "extensions").iterdir())
+    else:
+        try:
+            extensions = [e["name"] for e in client.get("/sdapi/v1/extensions") if e.get("enabled", True)]
+        except Exception as exc:  # noqa: BLE001 - a summary line must not fail the session
+            extensions = [f"(GET /sdapi/v1/extensions failed: {str(exc)[:200]})"]
+    try:
+        controlnet = f"ControlNet API version {client.get('/controlnet/version')['version']}"
+    except Exception:  # noqa: BLE001 - not loaded
+        controlnet = "ControlNet not loaded"
+    startup = f"; startup {session.startup_s:.0f} s" if session.launched else ""
+    return f"live tier: WebUI {session.version} with extensions: {', '.join(extensions) or 'none'}; {controlnet}{startup}"
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    for line in _summary:
+        terminalreporter.write_line(line)
 
 
 @pytest.fixture
@@ -169,12 +220,13 @@ def webui(webui_session: WebUISession) -> WebUIClient:
 
 
 @pytest.fixture(autouse=True)
-def _restore_changed_options(webui_session: WebUISession) -> Iterator[None]:
-    """Put back any WebUI setting a test changed (or an override leaked), so tests stay independent."""
-    client = WebUIClient(webui_session.url)
-    before = client.options()
+def _restore_changed_options(webui_session: WebUISession, webui: WebUIClient) -> Iterator[None]:
+    """Put back any WebUI setting a test changed (or an override leaked), so tests stay independent and
+    a WebUI this session did not start is left as it was (see options.py for what GET cannot show)."""
+    webui.options_written.clear()
+    before = snapshot(webui, webui_session.config_file)
     yield
-    after = client.options()
-    changed = {k: v for k, v in before.items() if after.get(k) != v}
-    if changed:
-        client.post("/sdapi/v1/options", changed)
+    _, unknown = restore(webui, before, webui_session.config_file)
+    if unknown:
+        warnings.warn(f"WebUI settings {unknown} were set by a test but neither their previous value nor "
+                      "a default is known: left as they are", stacklevel=1)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 EXTENSION_NAME = "sd-webui-animatediff-engine"
+CONTROLNET_NAME = "sd-webui-controlnet"
 READY_PATH = "/sdapi/v1/sd-models"
 # CPU-only, offline, API-only; the flags are the WebUI 1.10 names.
 LAUNCH_FLAGS = (
@@ -67,6 +68,50 @@ def link_extension(data_dir: Path, source: Path, name: str = EXTENSION_NAME) -> 
     return link
 
 
+def controlnet_source(webui_dir: Path | None, env: Mapping[str, str]) -> tuple[Path | None, bool]:
+    """The ControlNet extension to link next to ours, and whether it is required.
+
+    ``ANIMATEDIFF_WEBUI_CONTROLNET`` unset or empty: ``<webui>/extensions/sd-webui-controlnet`` when it
+    exists (not required); ``0``: none; ``1``: that folder, required; any other value: the path of a
+    ControlNet checkout, required. Raises FileNotFoundError when a required one is missing.
+    """
+    value = env.get("ANIMATEDIFF_WEBUI_CONTROLNET", "").strip()
+    if value == "0":
+        return None, False
+    if value in ("", "1"):
+        candidate = webui_dir / "extensions" / CONTROLNET_NAME if webui_dir is not None else None
+    else:
+        candidate = Path(value).expanduser()
+    required = value != ""
+    if candidate is not None and (candidate / "scripts" / "controlnet.py").exists():
+        return candidate, required
+    if required:
+        raise FileNotFoundError(f"ANIMATEDIFF_WEBUI_CONTROLNET={value}: no ControlNet extension at {candidate} "
+                                "(no scripts/controlnet.py); set it to 0 to run without ControlNet")
+    return None, False
+
+
+def controlnet_args(data_dir: Path) -> list[str]:
+    """ControlNet's own flag (its preload.py) for its annotator folder, which it creates at start: inside
+    the data dir, not the ControlNet install. Its model folder already follows ``--data-dir``
+    (``<data-dir>/models/ControlNet``). It starts offline: nothing is downloaded until a preprocessor runs."""
+    return ["--controlnet-annotator-models-path", str(data_dir / "models" / "ControlNet-annotators")]
+
+
+def webui_version(webui_dir: Path) -> str:
+    """``v1.10.1 (82a973c0)`` from the install's CHANGELOG.md (what A1111 shows without git) and, when
+    present, the ``.exported-commit`` of a source export; ``unknown`` if neither is there."""
+    version = ""
+    changelog = webui_dir / "CHANGELOG.md"
+    if changelog.exists():
+        with open(changelog, encoding="utf-8") as handle:
+            first = next((line.strip() for line in handle if line.strip()), "")
+        version = "v" + first.lstrip("# ").strip() if first.startswith("## ") else ""
+    commit_file = webui_dir / ".exported-commit"
+    commit = commit_file.read_text().strip()[:8] if commit_file.exists() else ""
+    return " ".join(filter(None, [version or "unknown", f"({commit})" if commit else ""]))
+
+
 def launch_command(python: Path, checkpoint: Path, data_dir: Path, port: int,
                    extra_args: Sequence[str] = ()) -> list[str]:
     """The ``launch.py`` command line (run it with the WebUI folder as working directory)."""
@@ -87,6 +132,11 @@ class WebUISession:
     startup_s: float = 0.0  # launch until the API answered and a 1-step warm-up image came back
     motion_module_dir: Path | None = None  # <data-dir>/models/AnimateDiff (see conftest's hook)
     motion_modules: list[Path] = field(default_factory=list)
+    # ControlNet linked next to ours (launched) or named by ANIMATEDIFF_WEBUI_CONTROLNET (URL mode);
+    # None: not known (URL mode without that variable)
+    controlnet_expected: bool | None = False
+    version: str = "unknown"  # the WebUI's version, when this session can tell
+    config_file: Path | None = None  # its config.json, when this machine can read it
 
 
 @dataclass

@@ -21,6 +21,7 @@ from PIL import Image
 from tests.fixtures.motion_modules import build_state_dict, write_checkpoint
 
 from .client import WebUIClient, WebUIError, png_bytes, tiny_txt2img
+from .launcher import WebUISession
 
 TRAVEL = "masterpiece\n0: a calm sea\n4: a storm, lightning\nsunset"
 MODULES = {"tiny_v1.safetensors": "v1", "tiny_v2.safetensors": "v2", "tiny_v3.safetensors": "v3",
@@ -242,3 +243,19 @@ def test_infotext_paste_restores_the_animatediff_settings(api: WebUIClient) -> N
     restored = json.loads(again["info"])["infotexts"][0]
     assert "closed_loop: N" in restored and "fps: 12" in restored and restored.startswith(TRAVEL)
     assert gif == videos(first)[0]  # same seed, prompt, settings and module: the same video
+
+
+def test_plain_request_with_controlnet_loaded(api: WebUIClient, webui_session: WebUISession) -> None:
+    """ControlNet's always-on script runs (no units) around an AnimateDiff request without errors."""
+    if not webui_session.controlnet_expected:
+        pytest.skip("ControlNet is not linked into this WebUI (see ANIMATEDIFF_WEBUI_CONTROLNET)")
+    assert "controlnet" in api.script_names("txt2img")
+    log = webui_session.log_path
+
+    def script_errors() -> int:
+        return log.read_text(encoding="utf-8", errors="replace").count("*** Error") if log else 0
+
+    errors = script_errors()
+    frames = gif_frames(videos(api.post("/sdapi/v1/txt2img", ad_payload({"video_length": 6})))[0])
+    assert len(frames) == 6 and frames[0].tobytes() != frames[-1].tobytes()
+    assert script_errors() == errors, log.read_text(encoding="utf-8", errors="replace")[-4000:] if log else ""

@@ -92,3 +92,20 @@ def test_animatediff_script_is_listed(webui: WebUIClient, webui_session: WebUISe
     names = webui.script_names("txt2img") + webui.script_names("img2img")
     errors = script_load_errors(webui_session.log_path)
     assert sum("animatediff" in n.lower() for n in names) == 2, f"AnimateDiff missing from {names}\n{errors}"
+
+
+def test_controlnet_is_loaded_when_linked(webui: WebUIClient, webui_session: WebUISession) -> None:
+    """sd-webui-controlnet (linked by conftest when the WebUI install has it) loads cleanly and offline."""
+    if webui_session.controlnet_expected is False:
+        pytest.skip("no ControlNet linked (ANIMATEDIFF_WEBUI_CONTROLNET=0, or none in the WebUI's extensions/)")
+    if webui_session.controlnet_expected is None:
+        pytest.skip("ANIMATEDIFF_WEBUI_URL without ANIMATEDIFF_WEBUI_CONTROLNET: not known whether it should load")
+    errors = script_load_errors(webui_session.log_path)
+    assert webui.get("/controlnet/version")["version"] >= 2, errors
+    for tab in ("txt2img", "img2img"):
+        assert "controlnet" in webui.script_names(tab), f"ControlNet missing from {tab} scripts\n{errors}"
+    assert "controlnet" not in errors.lower(), errors
+    if webui_session.log_path is not None:
+        log = webui_session.log_path.read_text(encoding="utf-8", errors="replace")
+        assert "ControlNet UI callback registered" in log, "ControlNet did not finish loading"
+        assert "Downloading" not in log, "a download was attempted at start"
