@@ -286,12 +286,12 @@ class AnimateDiffScript(scripts.Script):
         else:
             processed.images, processed.infotexts, processed.index_of_first_image = out.images, out.infotexts, 0
             processed.prompt = run.original_prompt or processed.prompt
-            processed.extra_generation_params["AnimateDiff files"] = out.files
+            processed.extra_generation_params["AnimateDiff files"] = tuple(out.files)  # a list: per image
             if out.uploaded:
-                processed.extra_generation_params["AnimateDiff upload"] = out.uploaded
+                processed.extra_generation_params["AnimateDiff upload"] = tuple(out.uploaded)
             run.notes += out.notes
         if run.notes:
-            processed.extra_generation_params["AnimateDiff notes"] = list(run.notes)
+            processed.extra_generation_params["AnimateDiff notes"] = tuple(run.notes)
             processed.comments = (processed.comments or "") + "".join(f"{note}\n" for note in run.notes)
 
 

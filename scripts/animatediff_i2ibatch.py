@@ -7,6 +7,7 @@ frame (encoded separately; denoising strength applies), and the folder is also t
 ControlNet units that have no input of their own. Imports nothing from the other files in scripts/.
 """
 
+import importlib
 from pathlib import Path
 from typing import Any
 
@@ -55,3 +56,10 @@ try:
     script_callbacks.on_script_unloaded(lambda: patches.undo(PATCH_KEY, img2img, "process_batch"))
 except RuntimeError:  # the other copy of this file already installed it
     pass
+
+
+# WebUI loads this file under its own name; ControlNet imports it at run time as
+# `scripts.animatediff_i2ibatch`, which resolves only while the extension's folder is on sys.path (during
+# loading): register that name now.
+if __name__ != "scripts.animatediff_i2ibatch":
+    importlib.import_module("scripts.animatediff_i2ibatch")

@@ -5,6 +5,7 @@ Thin on purpose: it reads the AnimateDiff args of `p` through the engine's one p
 """
 
 
+import importlib
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -46,3 +47,10 @@ def get_animatediff_arg(p: Any) -> AnimateDiffArgs | None:
     except Exception:  # never break ControlNet's own processing
         logger.exception("AnimateDiff: could not read the AnimateDiff arguments for ControlNet")
         return None
+
+
+# WebUI loads this file under its own name; ControlNet imports it at run time as
+# `scripts.animatediff_utils`, which resolves only while the extension's folder is on sys.path (during
+# loading): register that name now.
+if __name__ != "scripts.animatediff_utils":
+    importlib.import_module("scripts.animatediff_utils")

@@ -30,7 +30,7 @@ def test_previous_value_wins_over_the_default_and_unchanged_keys_are_left_alone(
         {"animatediff_model_path": "/models"}, [])
 
 
-def test_defaults_come_from_the_script(tmp_path: Path) -> None:
+def test_defaults_come_from_the_settings_table(tmp_path: Path) -> None:
     defaults = extension_option_defaults()
     assert defaults["animatediff_model_path"] == "" and defaults["animatediff_mp4_crf"] == 23
     assert all(key.startswith("animatediff_") for key in defaults)

@@ -205,7 +205,8 @@ def _describe(session: WebUISession) -> str:
     except Exception:  # noqa: BLE001 - not loaded
         controlnet = "ControlNet not loaded"
     startup = f"; startup {session.startup_s:.0f} s" if session.launched else ""
-    return f"live tier: WebUI {session.version} with extensions: {', '.join(extensions) or 'none'}; {controlnet}{startup}"
+    names = ", ".join(extensions) or "none"
+    return f"live tier: WebUI {session.version} with extensions: {names}; {controlnet}{startup}"
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

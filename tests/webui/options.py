@@ -6,45 +6,27 @@ first imported, from the settings registered by then; a setting an extension reg
 ``config.json`` stores it. A diff of two GET answers therefore misses it. So a snapshot here is GET's
 answer plus ``config.json`` (the WebUI saves it on every POST /sdapi/v1/options) when this machine can
 read it, and every key a test POSTed (``WebUIClient.options_written``) is put back as well: to its value in
-the snapshot, else (nothing could show it) to its known default: this extension's own settings, read from
-``scripts/animatediff.py`` (one source). A key with neither is reported, not guessed.
+the snapshot, else (nothing could show it) to its known default: this extension's own settings, from the
+engine's settings table (``motion_module.settings.DEFAULTS``, one source). A key with neither is reported.
 """
 
 from __future__ import annotations
 
-import ast
 import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from .client import WebUIClient
-from .launcher import repo_root
 
 _MISSING = object()
 
 
-def extension_option_defaults(script: Path | None = None) -> dict[str, Any]:
-    """``{key: default}`` of the settings ``on_ui_settings`` registers in scripts/animatediff.py.
+def extension_option_defaults() -> dict[str, Any]:
+    """``{key: default}`` of this extension's settings: the engine's table, which the Settings page is built from."""
+    from motion_module.settings import DEFAULTS
 
-    Read from the source (``add("animatediff_x", info(DEFAULT, ...))``), since the module imports WebUI.
-    """
-    path = script or repo_root() / "scripts" / "animatediff.py"
-    if not path.exists():
-        return {}
-    defaults: dict[str, Any] = {}
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if not (isinstance(node, ast.FunctionDef) and node.name == "on_ui_settings"):
-            continue
-        for call in ast.walk(node):
-            if (isinstance(call, ast.Call) and len(call.args) >= 2 and isinstance(call.args[0], ast.Constant)
-                    and isinstance(call.args[0].value, str) and isinstance(call.args[1], ast.Call)
-                    and call.args[1].args):
-                try:
-                    defaults[call.args[0].value] = ast.literal_eval(call.args[1].args[0])
-                except ValueError:  # a computed default: not known here
-                    continue
-    return defaults
+    return dict(DEFAULTS)
 
 
 def read_config(path: Path | None) -> dict[str, Any]:

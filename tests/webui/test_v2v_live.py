@@ -1,0 +1,188 @@
+"""Video-to-video through the API of a live A1111 1.10 with the real sd-webui-controlnet 1.1.455 and the tiny
+random ControlNet: a video source, a frames folder, a unit's own batch folder and an inpaint unit each give a
+video of the right length; every context window sees exactly its frames' hints; restore; clear errors.
+
+Server-side inputs are written into the launched WebUI's data folder (the folders AnimateDiff may read); in
+URL mode those tests are skipped, and the video source goes as base64.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from motion_module.video_metadata import ffmpeg_exe
+
+from .client import WebUIClient, WebUIError, png_bytes, tiny_txt2img
+from .launcher import WebUISession
+from .test_animatediff_api import api, module_dir, videos  # noqa: F401 - fixtures
+from .test_controlnet_live import cn_model  # noqa: F401 - fixture
+
+SIZE = 64
+
+
+def frame(i: int, size: int = SIZE) -> Image.Image:
+    """A control frame: a white bar whose position moves with ``i`` (strong, frame-specific control)."""
+    pixels = np.zeros((size, size, 3), dtype=np.uint8)
+    start = (i * 7) % (size - 16)
+    pixels[:, start:start + 16] = 255
+    return Image.fromarray(pixels)
+
+
+def frames_folder(folder: Path, count: int, offset: int = 0) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        frame(i + offset).save(folder / f"{i}.png")  # unpadded names: natural order matters
+    return folder
+
+
+def make_video(path: Path, count: int, *, rate: str = "30000/1001", audio: bool = True) -> Path:
+    folder = frames_folder(path.parent / f"{path.stem}-frames", count)
+    for i in range(count):
+        (folder / f"{i}.png").rename(folder / f"{i:03d}.png")
+    sound = ["-f", "lavfi", "-i", "sine=f=440:duration=5"] if audio else []
+    cmd = [ffmpeg_exe(), "-loglevel", "error", "-y", "-framerate", rate, "-i", str(folder / "%03d.png"), *sound,
+           "-frames:v", str(count), "-c:v", "libx264", "-pix_fmt", "yuv420p", *(["-c:a", "aac"] if audio else []),
+           "-shortest" if audio else "-an", str(path)]
+    subprocess.run(cmd, check=True, capture_output=True)
+    return path
+
+
+@pytest.fixture
+def inputs(webui_session: WebUISession) -> Path:
+    if webui_session.data_dir is None:
+        pytest.skip("server-side frame folders need a WebUI this session launched (its data folder)")
+    folder = webui_session.data_dir / "v2v-inputs"
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
+def unit(model: str, **extra: Any) -> dict[str, Any]:
+    return {"enabled": True, "module": "none", "model": model, "weight": 1.0, "resize_mode": "Just Resize",
+            "processor_res": SIZE, "pixel_perfect": False, "control_mode": "Balanced", "save_detected_map": False,
+            **extra}
+
+
+def v2v(ad: dict[str, Any], *units: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    args = {"enable": True, "model": "tiny_v2.safetensors", "format": ["GIF"], "video_length": 0,
+            "batch_size": 4, "closed_loop": "N", **ad}
+    return tiny_txt2img(seed=11, alwayson_scripts={"AnimateDiff": {"args": [args]},
+                                                  "ControlNet": {"args": list(units)}}, **extra)
+
+
+def gif_length(data: bytes) -> int:
+    return int(Image.open(io.BytesIO(data)).n_frames)
+
+
+def probe(data: bytes, tmp_path: Path) -> str:
+    path = tmp_path / "probe.mp4"
+    path.write_bytes(data)
+    return subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", str(path)], capture_output=True, text=True).stderr
+
+
+def test_video_source_path_sets_length_rate_and_audio(api: WebUIClient, cn_model: str, inputs: Path,  # noqa: F811
+                                                      tmp_path: Path) -> None:
+    video = make_video(inputs / "clip.mp4", 10)
+    response = api.post("/sdapi/v1/txt2img", v2v({"video_source": str(video), "fps": 0, "format": ["GIF", "MP4"]},
+                                                 unit(cn_model)))
+    gif, mp4 = videos(response)
+    assert gif_length(gif) == 10  # video_length 0: every frame of the source
+    info = probe(mp4, tmp_path)
+    assert "29.97 fps" in info and "Audio:" in info, info
+    infotext = json.loads(response["info"])["infotexts"][0]
+    assert "video_length: 10" in infotext and "fps: 0" in infotext
+
+
+def test_base64_video_source_and_frames_folder_and_unit_batch(api: WebUIClient, cn_model: str,  # noqa: F811
+                                                              inputs: Path) -> None:
+    video = make_video(inputs / "b64.mp4", 6, audio=False)
+    encoded = "data:video/mp4;base64," + base64.b64encode(video.read_bytes()).decode()
+    assert gif_length(videos(api.post("/sdapi/v1/txt2img", v2v({"video_source": encoded}, unit(cn_model))))[0]) == 6
+    folder = frames_folder(inputs / "frames", 7)
+    by_path = api.post("/sdapi/v1/txt2img", v2v({"video_path": str(folder)}, unit(cn_model)))
+    assert gif_length(videos(by_path)[0]) == 7
+    own = frames_folder(inputs / "own", 5)
+    by_unit = api.post("/sdapi/v1/txt2img", v2v({"video_path": str(folder)},
+                                                unit(cn_model, input_mode="batch", batch_images=str(own))))
+    assert gif_length(videos(by_unit)[0]) == 5  # the unit's own folder wins, and sets the (shortest) length
+
+
+def test_inpaint_unit_reads_images_and_masks(api: WebUIClient, cn_model: str, inputs: Path) -> None:  # noqa: F811
+    clip = inputs / "inpaint"
+    frames_folder(clip / "image", 6)
+    (clip / "mask").mkdir(parents=True, exist_ok=True)
+    for i in range(6):
+        mask = np.zeros((SIZE, SIZE), dtype=np.uint8)
+        mask[16:48, 16:48] = 255
+        Image.fromarray(mask).save(clip / "mask" / f"{i}.png")
+    response = api.post("/sdapi/v1/txt2img", v2v({"video_path": str(clip)}, unit(cn_model, module="inpaint_only")))
+    assert gif_length(videos(response)[0]) == 6
+
+
+def _frames(response: dict[str, Any]) -> list[np.ndarray]:
+    return [np.asarray(Image.open(io.BytesIO(png)).convert("RGB")) for png in png_bytes(response)]
+
+
+def test_each_window_sees_exactly_its_frames_hints(api: WebUIClient, cn_model: str, inputs: Path) -> None:  # noqa: F811
+    """12 frames, context 4, no overlap, N: windows 0-3, 4-7, 8-11 at every step. Two runs whose control frames
+    differ only at frame 1: frames 8-11 never share a window with it and must be bit-identical."""
+    base, changed = frames_folder(inputs / "k-base", 12), frames_folder(inputs / "k-changed", 12)
+    frame(40).save(changed / "1.png")
+    ad = {"video_length": 12, "batch_size": 4, "overlap": 0, "format": ["PNG"]}
+    a = _frames(api.post("/sdapi/v1/txt2img", v2v({**ad, "video_path": str(base)}, unit(cn_model))))
+    b = _frames(api.post("/sdapi/v1/txt2img", v2v({**ad, "video_path": str(changed)}, unit(cn_model))))
+    assert len(a) == len(b) == 12
+    assert not np.array_equal(a[1], b[1])
+    for k in range(8, 12):
+        np.testing.assert_array_equal(a[k], b[k], err_msg=f"frame {k} saw frame 1's control")
+
+
+def test_plain_txt2img_is_unchanged_by_controlnet_and_v2v(api: WebUIClient, cn_model: str,  # noqa: F811
+                                                          inputs: Path) -> None:
+    before = png_bytes(api.txt2img(**tiny_txt2img(seed=99)))[0]
+    api.post("/sdapi/v1/txt2img", v2v({"video_path": str(frames_folder(inputs / "restore", 6))}, unit(cn_model)))
+    assert png_bytes(api.txt2img(**tiny_txt2img(seed=99)))[0] == before
+    api.post("/sdapi/v1/txt2img", v2v({"video_length": 6}, unit(cn_model, image=_b64(frame(3)))))
+    assert png_bytes(api.txt2img(**tiny_txt2img(seed=99)))[0] == before
+
+
+def _b64(image: Image.Image) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def _error(api: WebUIClient, payload: dict[str, Any]) -> str:  # noqa: F811
+    with pytest.raises(WebUIError) as caught:
+        api.post("/sdapi/v1/txt2img", payload)
+    return str(caught.value)
+
+
+def test_clear_errors(api: WebUIClient, cn_model: str, inputs: Path, tmp_path: Path) -> None:  # noqa: F811
+    short = frames_folder(inputs / "short", 5)
+    body = _error(api, v2v({"video_path": str(short), "video_length": 9}, unit(cn_model)))
+    assert "HTTP 422" in body and "ControlNet unit 0" in body and "5" in body and "9" in body, body
+    (inputs / "empty").mkdir(exist_ok=True)
+    assert "holds no images" in _error(api, v2v({"video_path": str(inputs / "empty")}, unit(cn_model)))
+    junk = inputs / "junk.mp4"
+    junk.write_bytes(b"not a video at all" * 100)
+    assert "junk.mp4" in _error(api, v2v({"video_source": str(junk)}, unit(cn_model)))
+    outside = frames_folder(tmp_path / "outside", 4)
+    body = _error(api, v2v({"video_path": str(outside)}, unit(cn_model)))
+    assert "HTTP 422" in body and "outside the folders" in body, body
+    assert "has no input" in _error(api, v2v({"video_length": 4}, unit(cn_model)))
+
+
+def test_fps_zero_without_a_source_plays_at_eight(api: WebUIClient) -> None:  # noqa: F811
+    response = api.post("/sdapi/v1/txt2img", tiny_txt2img(seed=3, alwayson_scripts={"AnimateDiff": {"args": [
+        {"enable": True, "model": "tiny_v2.safetensors", "format": ["GIF"], "video_length": 4, "fps": 0}]}}))
+    image = Image.open(io.BytesIO(videos(response)[0]))
+    assert image.info["duration"] in (120, 130)
