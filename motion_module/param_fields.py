@@ -228,7 +228,8 @@ FIELDS: tuple[FieldSpec, ...] = (
        "infotext next to the video.", aliases=("format",), enum=OutputFormat,
        infotext_key="format"),
     _f("video_length", "int", 0, "Number of frames",
-       "Frames in the video; 0 = the context length.", aliases=("frames",), minimum=0,
+       "Frames in the video; 0 = as many as the shortest ControlNet frame source (video, folder, img2img batch), "
+       "else the context length.", aliases=("frames",), minimum=0,
        maximum=10000, step=1, infotext_key="video_length"),
     _f("fps", "float", 8.0, "FPS", "Playback frames per second of the saved video; 0 = the video source's "
        "exact rate (8 without a video source).", minimum=0, maximum=240, step=1, infotext_key="fps"),
@@ -300,13 +301,16 @@ FIELDS: tuple[FieldSpec, ...] = (
        "img2img: optional image the video should end on.", img2img_only=True, group="img2img",
        xyz=False),
     _f("video_source", "path", None, "Video source",
-       "Server-side video file whose frames feed ControlNet units that have no input.",
+       "Video whose every frame (decoded frame-exactly) feeds the ControlNet units that have no input of their "
+       "own: a server path inside WebUI's data folder or Settings > AnimateDiff > input folders, or base64 "
+       "(API); the UI uploads one.",
        group="controlnet", xyz=False),
     _f("video_path", "path", None, "Video path",
-       "Server-side folder of frame images for ControlNet units that have no input.",
+       "Server-side folder of frame images (natural order, one size) for ControlNet units that have no input; "
+       "inpaint units read its image/ and mask/ sub-folders.",
        group="controlnet", xyz=False),
     _f("mask_path", "path", None, "Mask path",
-       "Server-side folder of per-frame masks for ControlNet inpaint units.",
+       "Server-side folder of per-frame masks for ControlNet inpaint units (matched to the frames by order).",
        group="controlnet", xyz=False),
     _f("interp", "choice", FrameInterpolation.OFF, "Frame interpolation",
        "Compatibility with reference payloads: only 'Off' is accepted.",

@@ -7,6 +7,7 @@ from it, and :func:`encode_options` / :func:`s3_options` / :func:`max_rows` read
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -96,10 +97,19 @@ def input_folders(get: Get) -> list[Path]:
             if line.strip()]
 
 
+def input_roots(get: Get, data_folder: Path) -> list[Path]:
+    """Where file inputs from a request may come from: the host's data folder, its upload folder (gradio's
+    temporary folder, or the host's ``temp_dir`` setting when set) and the configured input folders."""
+    uploads = [Path(tempfile.gettempdir()) / "gradio"]
+    if str(get("temp_dir", "") or "").strip():
+        uploads.append(Path(str(get("temp_dir", ""))).expanduser())
+    return [data_folder, *uploads, *input_folders(get)]
+
+
 def model_folder(get: Get) -> str:
     """The configured motion-module folder ("" = the extension's own model/ folder)."""
     return str(_value(get, "animatediff_model_path") or "").strip()
 
 
-__all__ = ["DEFAULTS", "SETTINGS", "Setting", "encode_options", "input_folders", "max_rows", "model_folder",
-           "s3_options"]
+__all__ = ["DEFAULTS", "SETTINGS", "Setting", "encode_options", "input_folders", "input_roots", "max_rows",
+           "model_folder", "s3_options"]

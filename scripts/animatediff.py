@@ -9,7 +9,6 @@ re-raises errors WebUI's hooks swallowed; postprocess calls `publish.publish_vid
 import datetime
 import importlib
 import logging
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,7 +84,7 @@ def _video_input(p: Any, run: Run) -> None:
     cn, args = _controlnet_script(p), list(p.script_args)
     slots = controlnet.unit_slots(args, cn.args_from, cn.args_to, importlib.import_module(
         "scripts.external_code").to_processing_unit) if cn else []
-    roots = [Path(paths.data_path), Path(tempfile.gettempdir()) / "gradio", *settings.input_folders(opt)]
+    roots = settings.input_roots(opt, Path(paths.data_path))
     batch_dir = getattr(p, I2I_BATCH_ATTR, None)
     run.v2v = controlnet.prepare(run.params, slots, work_dir=controlnet.work_folder(p), allowed_roots=roots,
                                  i2i_batch_dir=batch_dir,

@@ -135,3 +135,13 @@ def test_a1111_answers_client_mistakes_with_422_and_the_message():
         assert vars(error)["status_code"] == 422 and vars(error)["detail"] == str(error)
     assert "video_length" in vars(ParameterError("video_length", "x"))["detail"]
     assert vars(OutputError("disk full"))["status_code"] == 500
+
+
+def test_input_roots(tmp_path: Path):
+    import tempfile
+
+    values = {"temp_dir": str(tmp_path / "uploads"), "animatediff_input_folders": f"{tmp_path / 'a'}\n\n  {tmp_path / 'b'} "}
+    roots = settings.input_roots(lambda k, d: values.get(k, d), tmp_path / "data")
+    assert roots == [tmp_path / "data", Path(tempfile.gettempdir()) / "gradio", tmp_path / "uploads", tmp_path / "a",
+                     tmp_path / "b"]
+    assert settings.input_roots(lambda k, d: d, tmp_path) == [tmp_path, Path(tempfile.gettempdir()) / "gradio"]

@@ -401,3 +401,10 @@ def test_valid_dicts_round_trip(data: dict, as_strings: bool) -> None:
     assert from_api(p.to_api_dict()) == p
     assert from_positional(p.to_ui_args()) == p
     assert 0 <= p.resolved_overlap < p.context
+
+
+def test_readme_table_is_the_generated_one() -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    assert fields_markdown() in readme, "README's parameter table is stale: paste fields_markdown() there"

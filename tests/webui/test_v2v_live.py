@@ -186,3 +186,15 @@ def test_fps_zero_without_a_source_plays_at_eight(api: WebUIClient) -> None:  # 
         {"enable": True, "model": "tiny_v2.safetensors", "format": ["GIF"], "video_length": 4, "fps": 0}]}}))
     image = Image.open(io.BytesIO(videos(response)[0]))
     assert image.info["duration"] in (120, 130)
+
+
+@pytest.mark.parametrize("batch_cond_uncond", [True, False])
+def test_v2v_with_hires_fix_travel_and_either_batch_layout(api: WebUIClient, cn_model: str,  # noqa: F811
+                                                           inputs: Path, batch_cond_uncond: bool) -> None:
+    folder = frames_folder(inputs / "hires", 8)
+    payload = v2v({"video_path": str(folder), "overlap": 2, "format": ["PNG"]}, unit(cn_model),
+                  prompt="masterpiece\n0: a calm sea\n4: a storm", enable_hr=True, hr_scale=1.5,
+                  hr_upscaler="Latent", hr_second_pass_steps=1, denoising_strength=0.5,
+                  override_settings={"batch_cond_uncond": batch_cond_uncond})
+    frames = _frames(api.post("/sdapi/v1/txt2img", payload))
+    assert len(frames) == 8 and frames[0].shape == (96, 96, 3)  # the hires pass got its own (resized) hints
