@@ -140,7 +140,8 @@ def test_a1111_answers_client_mistakes_with_422_and_the_message():
 def test_input_roots(tmp_path: Path):
     import tempfile
 
-    values = {"temp_dir": str(tmp_path / "uploads"), "animatediff_input_folders": f"{tmp_path / 'a'}\n\n  {tmp_path / 'b'} "}
+    folders = f"{tmp_path / 'a'}\n\n  {tmp_path / 'b'} "
+    values = {"temp_dir": str(tmp_path / "uploads"), "animatediff_input_folders": folders}
     roots = settings.input_roots(lambda k, d: values.get(k, d), tmp_path / "data")
     assert roots == [tmp_path / "data", Path(tempfile.gettempdir()) / "gradio", tmp_path / "uploads", tmp_path / "a",
                      tmp_path / "b"]
