@@ -17,6 +17,7 @@ device; :meth:`HintSlicer.restore` puts the full tensors back. A control param i
 from __future__ import annotations
 
 import copy
+import functools
 import shutil
 import tempfile
 import weakref
@@ -197,6 +198,7 @@ class VideoToVideo:
     frames: int
     source_fps: Fraction | None = None
     audio: Path | None = None
+    notes: tuple[str, ...] = ()
 
 
 def _checked_folder(value: str | None, field: str, roots: Sequence[Path] | None) -> Path | None:
@@ -209,30 +211,35 @@ def _checked_folder(value: str | None, field: str, roots: Sequence[Path] | None)
     return folder
 
 
-def prepare(params: AnimateDiffParams, slots: Sequence[tuple[int, Any]], *, work_dir: Path,
+def prepare(params: AnimateDiffParams, slots: Sequence[tuple[int, Any]], *, work_dir: Callable[[], Path],
             allowed_roots: Sequence[Path] | None, batch_mode: Any, i2i_batch_dir: Path | None = None,
             init_frames: int = 0) -> VideoToVideo:
     """Plan a request's video input: give every enabled ControlNet unit of ``slots`` ((argument slot, unit))
     its frames, decoding ``video_source`` (a path inside ``allowed_roots``, or base64) frame-exactly into
-    ``work_dir`` when a unit needs it, and resolve the video length (``init_frames``: the img2img Batch
-    tab's init images, one per frame, also a source). ``batch_mode``: ControlNet's ``InputMode.BATCH``."""
+    ``work_dir()`` (called once, when a folder is needed) when a unit needs it, and resolve the video length
+    (``init_frames``: the img2img Batch tab's init images, one per frame, also a source). ``batch_mode``:
+    ControlNet's ``InputMode.BATCH``."""
+    work = functools.cache(work_dir)
     enabled = [(slot, unit, info) for number, (slot, unit) in enumerate(slots)
                if (info := unit_input(number, unit)) is not None]
     video = None
     if params.video_source and any(not info.has_image or info.batch_dir for _, _, info in enabled):
-        source = materialize_video_source(params.video_source, work_dir, allowed_roots=allowed_roots)
-        video = read_video_frames(source, dest_dir=work_dir / "video", limit=params.video_length or None)
-    sources = FrameSources(i2i_batch_dir=i2i_batch_dir, video_frames_dir=None if video is None else work_dir / "video",
+        source = materialize_video_source(params.video_source, work(), allowed_roots=allowed_roots)
+        video = read_video_frames(source, dest_dir=work() / "video", limit=params.video_length or None)
+    sources = FrameSources(i2i_batch_dir=i2i_batch_dir, video_frames_dir=None if video is None else work() / "video",
                            video_path=_checked_folder(params.video_path, "video_path", allowed_roots),
                            mask_path=_checked_folder(params.mask_path, "mask_path", allowed_roots))
     plan = plan_control_frames([info for _, _, info in enabled], sources, params.video_length)
     counts = {"the img2img batch images": init_frames} if init_frames else {}
     frames = resolve_video_length(plan.frames, counts) if counts else plan.frames or params.frames
     by_index = {planned.index: planned for planned in plan.units}
-    units = {slot: with_frames(unit, by_index[info.index], frames, work_dir, batch_mode)
+    units = {slot: with_frames(unit, by_index[info.index], frames, work(), batch_mode)
              for slot, unit, info in enabled if info.index in by_index}
     audio = video.source if video is not None and video.has_audio and params.keep_audio else None
-    return VideoToVideo(units, frames, video.fps if video is not None else None, audio)
+    unused = (params.video_source or params.video_path) and not enabled
+    notes = ("AnimateDiff: video_source / video_path feed ControlNet units that have no input; no ControlNet "
+             "unit is enabled, so they were not used",) if unused else ()
+    return VideoToVideo(units, frames, video.fps if video is not None else None, audio, notes)
 
 
 class HintSlicer:

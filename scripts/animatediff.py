@@ -84,13 +84,12 @@ def _video_input(p: Any, run: Run) -> None:
     cn, args = _controlnet_script(p), list(p.script_args)
     slots = controlnet.unit_slots(args, cn.args_from, cn.args_to, importlib.import_module(
         "scripts.external_code").to_processing_unit) if cn else []
-    roots = settings.input_roots(opt, Path(paths.data_path))
-    batch_dir = getattr(p, I2I_BATCH_ATTR, None)
-    run.v2v = controlnet.prepare(run.params, slots, work_dir=controlnet.work_folder(p), allowed_roots=roots,
-                                 i2i_batch_dir=batch_dir,
-                                 batch_mode=importlib.import_module("scripts.enums").InputMode.BATCH if cn else None,
-                                 init_frames=len(p.init_images) if batch_dir else 0)
+    batch_dir, roots = getattr(p, I2I_BATCH_ATTR, None), settings.input_roots(opt, Path(paths.data_path))
+    run.v2v = controlnet.prepare(run.params, slots, work_dir=lambda: controlnet.work_folder(p), allowed_roots=roots,
+                                 i2i_batch_dir=batch_dir, init_frames=len(p.init_images) if batch_dir else 0,
+                                 batch_mode=importlib.import_module("scripts.enums").InputMode.BATCH if cn else None)
     run.params = run.params.replace_field("video_length", run.v2v.frames)
+    run.notes += run.v2v.notes
     if run.v2v.units:
         p.script_args = [run.v2v.units.get(i, arg) for i, arg in enumerate(args)]
     if batch_dir:

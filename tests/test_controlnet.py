@@ -236,7 +236,7 @@ def test_prepare_decodes_the_video_source_and_stages_each_units_frames(tmp_path:
     slots = [(5, Unit(enabled=False)), (6, Unit()), (7, Unit(input_mode="batch", batch_images=f"{frames}\nmask:x")),
              (8, Unit(image="single image"))]
     params = AnimateDiffParams(enable=True, video_source=str(video), fps=0)
-    v2v = prepare(params, slots, work_dir=tmp_path / "work", allowed_roots=[tmp_path], batch_mode="BATCH")
+    v2v = prepare(params, slots, work_dir=lambda: tmp_path / "work", allowed_roots=[tmp_path], batch_mode="BATCH")
     assert v2v.frames == 20 and v2v.source_fps == Fraction(30000, 1001) and v2v.audio == video.resolve()
     assert sorted(v2v.units) == [6, 7] and slots[1][1].animatediff_batch is False  # copies, originals untouched
     for slot in (6, 7):
@@ -246,7 +246,7 @@ def test_prepare_decodes_the_video_source_and_stages_each_units_frames(tmp_path:
     own = [p.resolve().name for p in sorted(Path(v2v.units[7].batch_images).iterdir())]
     assert own == [f"{i}.png" for i in range(20)]  # natural order, staged as 00000.png...
     assert len(list((tmp_path / "work" / "video").iterdir())) == 30  # video_length 0: every frame decoded
-    quiet = prepare(params.replace_field("keep_audio", False), slots[1:2], work_dir=tmp_path / "w2",
+    quiet = prepare(params.replace_field("keep_audio", False), slots[1:2], work_dir=lambda: tmp_path / "w2",
                     allowed_roots=[tmp_path], batch_mode="BATCH")
     assert quiet.audio is None and quiet.frames == 30
 
@@ -258,17 +258,22 @@ def test_prepare_refuses_paths_outside_the_allowed_folders(tmp_path: Path):
     inside.mkdir()
     for field in ("video_path", "mask_path"):
         with pytest.raises(ParameterError, match=f"'{field}'.*outside the folders"):
-            prepare(AnimateDiffParams(enable=True, **{field: str(outside)}), [(0, Unit())], work_dir=tmp_path / "w",
-                    allowed_roots=[inside], batch_mode="BATCH")
+            prepare(AnimateDiffParams(enable=True, **{field: str(outside)}), [(0, Unit())],
+                    work_dir=lambda: tmp_path / "w", allowed_roots=[inside], batch_mode="BATCH")
     with pytest.raises(ParameterError, match="video_source"):
         prepare(AnimateDiffParams(enable=True, video_source=str(tmp_path / "x.mp4")), [(0, Unit())],
-                work_dir=tmp_path / "w", allowed_roots=[inside], batch_mode="BATCH")
+                work_dir=lambda: tmp_path / "w", allowed_roots=[inside], batch_mode="BATCH")
     unused = prepare(AnimateDiffParams(enable=True, video_source=str(tmp_path / "x.mp4"), video_length=6),
-                     [(0, Unit(image="own"))], work_dir=tmp_path / "w", allowed_roots=[inside], batch_mode="BATCH")
-    assert (unused.frames, unused.units) == (6, {})  # no unit needs the video: it is not read at all
-    batch = prepare(AnimateDiffParams(enable=True), [], work_dir=tmp_path / "w", allowed_roots=[inside],
+                     [(0, Unit(image="own"))], work_dir=lambda: tmp_path / "w", allowed_roots=[inside],
+                     batch_mode="BATCH")
+    assert (unused.frames, unused.units, unused.notes) == (6, {}, ())  # no unit needs the video: not read at all
+    made: list[Path] = []
+    alone = prepare(AnimateDiffParams(enable=True, video_path=str(inside)), [(0, Unit(enabled=False))],
+                    work_dir=lambda: made.append(tmp_path) or tmp_path, allowed_roots=[inside], batch_mode="BATCH")
+    assert "no ControlNet unit is enabled" in alone.notes[0] and made == []  # said, and no folder was made
+    batch = prepare(AnimateDiffParams(enable=True), [], work_dir=lambda: tmp_path / "w", allowed_roots=[inside],
                     batch_mode="BATCH", init_frames=5)
     assert batch.frames == 5  # the img2img batch images set the length when video_length is 0
     with pytest.raises(ParameterError, match="img2img batch images"):
-        prepare(AnimateDiffParams(enable=True, video_length=9), [], work_dir=tmp_path / "w", allowed_roots=[inside],
-                batch_mode="BATCH", init_frames=5)
+        prepare(AnimateDiffParams(enable=True, video_length=9), [], work_dir=lambda: tmp_path / "w",
+                allowed_roots=[inside], batch_mode="BATCH", init_frames=5)
