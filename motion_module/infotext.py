@@ -31,7 +31,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .errors import ParameterError
-from .param_fields import FIELD_BY_NAME, FIELDS, BetaSchedule, canonical_name
+from .param_fields import FIELD_BY_NAME, FIELDS, BetaSchedule, WindowMode, canonical_name
 from .params import AnimateDiffParams
 
 INFOTEXT_KEY = "AnimateDiff"
@@ -61,6 +61,8 @@ def _written(spec_name: str, params: AnimateDiffParams, img2img: bool) -> bool:
         return False
     if spec_name == "keep_audio":
         return bool(params.video_source)
+    if spec_name == "window_mode":  # written when not the default, so older entries stay as they were
+        return params.window_mode != WindowMode.UNET
     return not (spec.group == "freeinit" and spec_name != "freeinit_enable"
                 and not params.freeinit_enable)
 

@@ -17,6 +17,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -24,16 +25,32 @@ from .errors import IncompatibleModelError, TooManyFramesError
 from .model import MotionModule, TemporalModule
 
 
+@dataclass(frozen=True)
+class TemporalWindows:
+    """Motion-module windows: the temporal attention of a call holding whole videos runs over each of
+    ``windows`` (frame indices within a video) and the outputs are fused with ``weights`` (one vector per
+    window, summing to 1 per frame over the windows that hold it)."""
+
+    windows: tuple[tuple[int, ...], ...]
+    weights: tuple[Tensor, ...]
+
+    @property
+    def longest(self) -> int:
+        return max(len(w) for w in self.windows)
+
+
 class FrameState:
     """The window of the UNet call in progress, shared by every inserted module.
 
     ``window`` is the number of consecutive rows that form one video (one context window) in the
-    current call; it is not the video length, which the UNet never sees.
+    current call; it is not the video length, which the UNet never sees. With ``temporal`` set, each
+    call holds whole videos and the motion modules window over them themselves.
     """
 
     def __init__(self, window: int, max_frames: int) -> None:
         self.max_frames = max_frames
         self._window = 0
+        self.temporal: TemporalWindows | None = None
         self.window = window
 
     @property
@@ -45,7 +62,8 @@ class FrameState:
         value = int(value)
         if value < 1:
             raise ValueError(f"the window must be at least 1 frame, got {value}")
-        if value > self.max_frames:
+        seen = value if self.temporal is None else self.temporal.longest  # frames one attention call sees
+        if seen > self.max_frames:
             raise TooManyFramesError(
                 f"{value} frames in one UNet call, but the motion module's positional table holds "
                 f"{self.max_frames}: use a context length of {self.max_frames} or less"
@@ -65,7 +83,17 @@ class InsertedTemporal(nn.Module):
         object.__setattr__(self, "_state", state)  # not a submodule, not a parameter
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.module(x, self._state.window)
+        state = self._state
+        if state.temporal is None:
+            return self.module(x, state.window)
+        frames = state.window
+        videos = x.shape[0] // frames
+        out = torch.zeros_like(x)
+        for window, weights in zip(state.temporal.windows, state.temporal.weights, strict=True):
+            rows = torch.tensor([v * frames + f for v in range(videos) for f in window], device=x.device)
+            scale = weights.to(x.device, x.dtype).repeat(videos).view(-1, *([1] * (x.dim() - 1)))
+            out.index_add_(0, rows, self.module(x.index_select(0, rows), len(window)) * scale)
+        return out
 
     def extra_repr(self) -> str:
         return f"site={self.site}"
@@ -242,6 +270,10 @@ class Injection:
     def set_window(self, value: int) -> None:
         """Callable form of the setter (for ``sampling.windowed_denoise(set_window=...)``)."""
         self._state.window = value
+
+    def set_temporal_windows(self, temporal: TemporalWindows | None) -> None:
+        """Motion-module windows for the following calls (None: the modules see each call's rows whole)."""
+        self._state.temporal = temporal
 
 
 def _cross_frame_forward(state: FrameState) -> Any:

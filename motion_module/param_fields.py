@@ -54,6 +54,13 @@ class Fusion(str, Enum):
     FLAT = "flat"
 
 
+class WindowMode(str, Enum):
+    """Where context windows apply: the whole UNet, or only the motion modules' temporal attention."""
+
+    UNET = "unet"
+    MOTION_MODULE = "motion_module"
+
+
 class BetaSchedule(str, Enum):
     """Beta schedule while the motion module is active (diffusers naming)."""
 
@@ -325,6 +332,11 @@ FIELDS: tuple[FieldSpec, ...] = (
     _f("keep_audio", "bool", True, "Keep the source's audio",
        "MP4/WEBM outputs carry the video source's audio track, trimmed to the clip.",
        infotext_key="keep_audio", group="controlnet", xyz=False),
+    _f("window_mode", "choice", WindowMode.UNET, "Window mode",
+       "unet: the whole UNet runs per context window (memory bounded by the context length). motion_module: "
+       "the UNet runs once per video over every frame and only the motion modules' attention is windowed "
+       "(each frame's spatial layers run once per step: faster for long videos, memory grows with frames).",
+       enum=WindowMode, infotext_key="window_mode", group="context"),
 )
 
 FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in FIELDS)

@@ -39,6 +39,7 @@ from .param_fields import (
     Fusion,
     OutputFormat,
     PromptInterpolation,
+    WindowMode,
     canonical_name,
     known_keys_text,
 )
@@ -100,6 +101,7 @@ class AnimateDiffParams:
     interp_x: int = 10
     request_id: str | None = None
     keep_audio: bool = True
+    window_mode: WindowMode = WindowMode.UNET
 
     def __post_init__(self) -> None:
         for spec in FIELDS:

@@ -17,10 +17,11 @@ from torch import Tensor
 
 from .errors import IncompatibleModelError, ParameterError, TooManyFramesError
 from .infotext import to_infotext
+from .injection import TemporalWindows
 from .loading import load_for_unet, short_hash
 from .model import MotionModule
 from .model_files import resolve_motion_module
-from .param_fields import BetaSchedule, ClosedLoop
+from .param_fields import BetaSchedule, ClosedLoop, WindowMode
 from .params import AnimateDiffParams
 from .prompts import (
     PromptTravel,
@@ -29,7 +30,7 @@ from .prompts import (
     parse_prompt_travel,
     stack_conds,
 )
-from .sampling import slice_rows, windowed_denoise
+from .sampling import slice_rows, temporal_windows, windowed_denoise
 from .schedules import FAMILY_SCHEDULES, ScheduleSpec, context_windows
 from .spec import MotionModuleSpec
 
@@ -89,25 +90,40 @@ class RunPlan:
 
     def denoise(self, denoiser: Denoiser, x: Tensor, sigma: Any, cond: Any, *, step: int,
                 set_window: Callable[[int], None], max_rows: int | None = None,
-                on_frames: Callable[[list[int]], None] | None = None) -> Tensor:
+                on_frames: Callable[[list[int]], None] | None = None,
+                set_temporal: Callable[[TemporalWindows | None], None] | None = None) -> Tensor:
         """Run ``denoiser`` over ``x`` of ``groups * frames`` rows, one group (video) per call.
 
         Groups (cond, uncond, ...) are never mixed in one call, so the calls are the same whether
         WebUI batches cond and uncond together or not: the result does not depend on that setting.
+        Window mode ``unet``: one call per context window (or several, up to ``max_rows`` rows).
+        ``motion_module``: one call per group over all its frames, with the step's windows handed to the
+        motion modules through ``set_temporal`` (cleared afterwards); one window of all frames is the
+        same in both modes.
         """
         rows = x.shape[0]
         if rows % self.frames:
             raise ParameterError(
                 "video_length", f"the sampler passed {rows} latents, not a multiple of the {self.frames} "
                 "frames: AND prompts and edit models are not supported with AnimateDiff")
-        windows = self.windows(step)
-        outputs = []
-        for group in range(rows // self.frames):
-            index = torch.arange(group * self.frames, (group + 1) * self.frames)
-            outputs.append(windowed_denoise(
-                denoiser, x[index.to(x.device)], slice_rows(sigma, rows, index), slice_rows(cond, rows, index),
-                num_frames=self.frames, windows=windows, fusion=str(self.params.fusion.value),
-                max_rows=max_rows, set_window=set_window, on_frames=on_frames))
+        windows, fusion = self.windows(step), str(self.params.fusion.value)
+        temporal = None
+        if self.params.window_mode == WindowMode.MOTION_MODULE and windows != [list(range(self.frames))]:
+            if set_temporal is None:
+                raise ValueError("motion-module windows need set_temporal (e.g. Injection.set_temporal_windows)")
+            temporal, windows = temporal_windows(windows, self.frames, fusion), [list(range(self.frames))]
+            set_temporal(temporal)
+        try:
+            outputs = []
+            for group in range(rows // self.frames):
+                index = torch.arange(group * self.frames, (group + 1) * self.frames)
+                outputs.append(windowed_denoise(
+                    denoiser, x[index.to(x.device)], slice_rows(sigma, rows, index), slice_rows(cond, rows, index),
+                    num_frames=self.frames, windows=windows, fusion=fusion, max_rows=max_rows,
+                    set_window=set_window, on_frames=on_frames))
+        finally:
+            if temporal is not None and set_temporal is not None:
+                set_temporal(None)
         return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
 
 

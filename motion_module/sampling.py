@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from .errors import ParameterError
+from .injection import TemporalWindows
 from .schedules import evaluations_per_frame, fusion_weights
 
 __all__ = ["Denoiser", "windowed_denoise", "slice_rows", "window_rows", "evaluations_per_frame"]
@@ -86,6 +87,13 @@ def _normalised_weights(
         total.index_add_(0, torch.tensor(list(window), dtype=torch.long), weights)
         raw.append(weights)
     return [w / total[list(window)] for w, window in zip(raw, windows)]
+
+
+def temporal_windows(windows: Sequence[Sequence[int]], num_frames: int, fusion: str) -> TemporalWindows:
+    """The motion-module windows of one step: the same windows and fusion weights as whole-UNet windows."""
+    _check_windows(windows, num_frames)
+    return TemporalWindows(tuple(tuple(int(f) for f in w) for w in windows),
+                           tuple(_normalised_weights(windows, num_frames, fusion)))
 
 
 def _chunks(windows: Sequence[Sequence[int]], groups: int, max_rows: int | None) -> list[list[int]]:

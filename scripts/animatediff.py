@@ -205,7 +205,8 @@ def _windowed(inner: Any, denoiser: Any, run: Run) -> Any:
         try:
             return plan.denoise(lambda xs, ss, cs: inner(xs, ss, cond=cs, **kwargs), x, sigma, cond,
                                 step=int(getattr(denoiser, "step", 0)), set_window=patch.injection.set_window,
-                                max_rows=max_rows, on_frames=run.hints.select if run.hints.sliced else None)
+                                max_rows=max_rows, on_frames=run.hints.select if run.hints.sliced else None,
+                                set_temporal=patch.injection.set_temporal_windows)
         finally:
             run.hints.restore()
 

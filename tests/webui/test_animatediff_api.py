@@ -259,3 +259,15 @@ def test_plain_request_with_controlnet_loaded(api: WebUIClient, webui_session: W
     frames = gif_frames(videos(api.post("/sdapi/v1/txt2img", ad_payload({"video_length": 6})))[0])
     assert len(frames) == 6 and frames[0].tobytes() != frames[-1].tobytes()
     assert script_errors() == errors, log.read_text(encoding="utf-8", errors="replace")[-4000:] if log else ""
+
+
+def test_motion_module_window_mode(api: WebUIClient) -> None:
+    """12 frames, context 8: whole-UNet windows and motion-module windows both give a 12-frame video; the mode
+    is recorded in infotext only when it is not the default."""
+    gifs, infos = [], []
+    for mode in ("unet", "motion_module"):
+        response = api.post("/sdapi/v1/txt2img", ad_payload({"video_length": 12, "window_mode": mode, "overlap": 2}))
+        gifs.append(videos(response)[0])
+        infos.append(json.loads(response["info"])["infotexts"][0])
+    assert [len(gif_frames(g)) for g in gifs] == [12, 12] and gifs[0] != gifs[1]
+    assert "window_mode" not in infos[0] and "window_mode: motion_module" in infos[1]

@@ -1,0 +1,85 @@
+"""Window modes on the real ldm UNet with motion modules inserted: "unet" (whole-UNet windows) and
+"motion_module" (the UNet runs over every frame once; only the temporal attention is windowed)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from motion_module.injection import injected
+from motion_module.params import AnimateDiffParams
+from motion_module.run import plan_run
+from motion_module.schedules import evaluations_per_frame
+from tests.fixtures.unets import tiny_unet, unet_inputs
+from tests.test_injection import make_mm
+
+
+@pytest.fixture(scope="module")
+def unet() -> torch.nn.Module:
+    return tiny_unet("sd15")
+
+
+def run(unet: torch.nn.Module, frames: int, mode: str, family: str = "v2", steps: range = range(1),
+        context: int = 16) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+    """Denoise ``steps`` sampler calls of 2 groups (cond, uncond); per step: (spatial rows, temporal rows)."""
+    params = AnimateDiffParams(enable=True, video_length=frames, context=context, overlap=4, window_mode=mode,
+                               closed_loop="N")
+    mm = make_mm(family)
+    plan = plan_run(params, mm.spec, "")
+    counts = {"spatial": 0, "temporal": 0}
+    spatial = unet.input_blocks[1][0]  # a ResBlock: runs once per row of every UNet call
+    temporal = mm.down(0, 0)
+    def counter(name: str):  # noqa: ANN202
+        return lambda module, inputs, output: counts.__setitem__(name, counts[name] + inputs[0].shape[0])
+
+    hooks = [spatial.register_forward_hook(counter("spatial")), temporal.register_forward_hook(counter("temporal"))]
+    x, t, c = unet_inputs(frames, videos=2)
+    per_step = []
+    try:
+        with injected(unet, mm, plan.context) as injection, torch.no_grad():
+            for step in steps:
+                counts.update(spatial=0, temporal=0)
+                x = plan.denoise(lambda xs, ss, cs: unet(xs, ss, cs), x, t, c, step=step,
+                                 set_window=injection.set_window, set_temporal=injection.set_temporal_windows)
+                per_step.append((counts["spatial"], counts["temporal"]))
+                assert injection._state.temporal is None  # cleared after every step
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return x, per_step
+
+
+def test_counting_64_frames_context_16_overlap_4(unet: torch.nn.Module) -> None:
+    frames = 64
+    plan = plan_run(AnimateDiffParams(enable=True, video_length=frames, context=16, overlap=4, closed_loop="N"),
+                    make_mm("v2").spec, "")
+    bound = evaluations_per_frame(plan.windows(0), frames)
+    assert bound == 1.25
+    _, motion = run(unet, frames, "motion_module", steps=range(3))
+    _, whole = run(unet, frames, "unet", steps=range(1))
+    for spatial, temporal in motion:
+        assert spatial / (2 * frames) == 1.0  # every frame's spatial layers once per step and group
+        assert temporal / (2 * frames) == bound  # the temporal attention: today's window bound
+    assert whole[0][0] / (2 * frames) == whole[0][1] / (2 * frames) == bound
+    print(f"\nspatial frame-evals per frame per step: motion_module {motion[0][0] / (2 * frames):.2f}, "
+          f"unet {whole[0][0] / (2 * frames):.2f}; motion-module frame-evals {motion[0][1] / (2 * frames):.2f}")
+
+
+@pytest.mark.parametrize("family", ["v2", "v1"])
+def test_frames_within_the_context_are_bit_identical_in_both_modes(unet: torch.nn.Module, family: str) -> None:
+    mm = make_mm(family)
+    x, t, c = unet_inputs(12, videos=2)
+    with injected(unet, mm, 12), torch.no_grad():
+        plain = unet(x[:12], t[:12], c[:12]), unet(x[12:], t[12:], c[12:])
+    for mode in ("unet", "motion_module"):
+        out, _ = run(unet, 12, mode, family)
+        assert torch.equal(out, torch.cat(plain)), mode
+
+
+def test_motion_module_windows_run_long_videos_past_the_positional_table(unet: torch.nn.Module) -> None:
+    # V1's table holds 24 frames: a 40-frame call is fine when the attention sees windows of 16
+    out, per_step = run(unet, 40, "motion_module", family="v1")
+    whole, _ = run(unet, 40, "unet", family="v1")
+    assert torch.isfinite(out).all() and out.shape == whole.shape
+    assert not torch.equal(out, whole)  # spatial layers see different batches (V1's GroupNorm pools all frames)
+    assert per_step[0][0] == 2 * 40
