@@ -86,13 +86,18 @@ class InsertedTemporal(nn.Module):
         state = self._state
         if state.temporal is None:
             return self.module(x, state.window)
-        frames = state.window
+        frames, out = state.window, torch.zeros_like(x)
         videos = x.shape[0] // frames
-        out = torch.zeros_like(x)
-        for window, weights in zip(state.temporal.windows, state.temporal.weights, strict=True):
-            rows = torch.tensor([v * frames + f for v in range(videos) for f in window], device=x.device)
-            scale = weights.to(x.device, x.dtype).repeat(videos).view(-1, *([1] * (x.dim() - 1)))
-            out.index_add_(0, rows, self.module(x.index_select(0, rows), len(window)) * scale)
+        by_length: dict[int, list[int]] = {}
+        for number, window in enumerate(state.temporal.windows):
+            by_length.setdefault(len(window), []).append(number)
+        for length, numbers in by_length.items():  # windows of one length: one module call for all of them
+            rows = torch.tensor([v * frames + f for n in numbers for v in range(videos)
+                                 for f in state.temporal.windows[n]], device=x.device)
+            scale = torch.cat([state.temporal.weights[n].repeat(videos) for n in numbers])
+            fused = self.module(x.index_select(0, rows), length) * scale.to(x.device, x.dtype).view(
+                -1, *([1] * (x.dim() - 1)))
+            out.index_add_(0, rows, fused)
         return out
 
     def extra_repr(self) -> str:
