@@ -8,14 +8,18 @@ with classifier-free guidance denoises the clip window by window (``RunPlan.deno
 ``sampling.windowed_denoise``), and ``output.save_video`` writes every format with its infotext.
 
 What is stand-in: the UNet and motion-module weights are random, the "text encoder" maps each
-prompt to a fixed random ``(77, 32)`` tensor (seeded by the prompt's CRC-32), and there is no VAE:
-latents become colours through a linear 4 -> 3 map (rounded values of the well-known SD1.x
-"latent preview" approximation), are rescaled for display and enlarged 8x (nearest). The result
-looks like coloured noise: the demo shows that the pipeline runs, not a picture.
+prompt to a fixed random ``(77, 32)`` tensor (seeded by the prompt's CRC-32), the denoiser's
+prediction is a synthetic scene drawn from the conditioning plus the random UNet's output
+(:class:`SceneDenoiser`: a disc whose place follows the prompt, so prompt travel makes it drift
+smoothly across the frames), and there is no VAE: latents become colours through a linear 4 -> 3
+map (rounded values of the well-known SD1.x "latent preview" approximation), are rescaled for
+display and enlarged 8x (nearest). The demo shows the pipeline running and motion you can see,
+not a picture.
 """
 
 from __future__ import annotations
 
+import math
 import sys
 import tempfile
 import time
@@ -46,6 +50,7 @@ CHANNELS = (32, 64, 128, 128)
 TOKENS = 77
 MAX_ROWS = 64  # rows per UNet call: a group's windows are batched up to this (fewer calls: faster)
 # Latent channel -> (R, G, B): rounded SD1.x "latent preview" approximation (stands in for the VAE).
+LATENT_BACKGROUND = torch.tensor([0.2, 0.6, 0.6, 0.9])  # a dark sea-blue in the latent preview colours
 LATENT_RGB = torch.tensor([[0.30, 0.21, 0.21], [0.19, 0.29, 0.17], [-0.16, 0.19, 0.26],
                            [-0.18, -0.27, -0.47]])
 Log = Callable[[str], None]
@@ -102,27 +107,54 @@ def travel_prompt(frames: int) -> str:
     return "a lighthouse on a cliff, waves\n" + keys
 
 
-class EpsDenoiser:
-    """k-diffusion-style wrapper of an eps-predicting UNet: ``(x, sigma (N,), context) -> x0``.
+SCENE_SEED = 7  # the fixed random projections from a prompt's conditioning to its scene
+DETAIL = 0.35  # weight of the random UNet (with the motion modules) in each prediction
 
-    ``x0 = x - sigma * unet(x / sqrt(sigma^2 + 1), t(sigma), context)`` with the discrete sigmas
-    ``sqrt((1 - alphas_cumprod) / alphas_cumprod)`` of the run's beta schedule.
+
+class SceneDenoiser:
+    """k-diffusion-style denoiser ``(x, sigma (N,), context) -> x0`` that draws a subject.
+
+    A random UNet predicts no picture, so the demo makes its prediction deterministic and visible:
+    ``x0 = scene(context) + DETAIL * unet(x / sqrt(sigma^2 + 1), t(sigma), context)``. ``scene`` is a
+    soft bright disc on a dark latent background whose place on a circle, size and colour are smooth functions
+    of the prompt's conditioning (fixed random projections, then tanh), and nothing for the empty
+    (negative) prompt. Prompt travel blends conditionings frame by frame, so the disc drifts
+    smoothly from one keyframe's place to the next; the UNet term, with the motion modules
+    injected, adds texture that the motion module keeps coherent inside each context window.
+    ``t(sigma)`` is the nearest timestep of the run's beta schedule.
     """
 
-    def __init__(self, unet: nn.Module, alphas_cumprod: Tensor) -> None:
-        self.unet = unet
+    def __init__(self, unet: nn.Module, alphas_cumprod: Tensor, blank: Tensor) -> None:
+        self.unet, self.blank = unet, blank
         self.sigmas = ((1 - alphas_cumprod) / alphas_cumprod).sqrt().float()
         self.log_sigmas = self.sigmas.log()
+        gen = torch.Generator().manual_seed(SCENE_SEED)
+        self.projection = torch.randn(blank.numel(), 6, generator=gen) / math.sqrt(blank.numel())
 
     def step_sigmas(self, steps: int) -> Tensor:
         """``steps + 1`` sigmas: evenly spaced timesteps, noisiest to cleanest, then 0."""
         index = torch.linspace(len(self.sigmas) - 1, 0, steps).round().long()
         return torch.cat([self.sigmas[index], torch.zeros(1)])
 
+    def scene(self, context: Tensor, side: int) -> Tensor:
+        """``(N, 77, D)`` -> ``(N, 4, side, side)`` latents of each row's disc (zeros: empty prompt)."""
+        q = context.flatten(1).float() @ self.projection
+        p = torch.tanh(2.0 * q)  # (N, 6), each in (-1, 1)
+        angle = 3 * torch.atan2(q[:, 1], q[:, 0])[:, None, None]  # x3: prompts far apart on the circle
+        grid = (torch.arange(side, dtype=torch.float32) + 0.5) / side
+        cx, cy = 0.5 + 0.28 * angle.cos(), 0.5 + 0.28 * angle.sin()
+        radius = 0.22 + 0.06 * p[:, 2, None, None]
+        distance = ((grid[None, None, :] - cx) ** 2 + (grid[None, :, None] - cy) ** 2).sqrt()
+        disc = torch.sigmoid((radius - distance) * side * 1.5)  # (N, side, side)
+        colour = torch.stack([p[:, 3], p[:, 4], p[:, 5], -p[:, 3].abs() - 1.0], dim=1)  # latent channels
+        scene = 0.4 * LATENT_BACKGROUND[None, :, None, None] + colour[:, :, None, None] * disc[:, None]
+        blank = (context == self.blank.to(context)).flatten(1).all(dim=1)
+        return scene * (~blank).float()[:, None, None, None]
+
     def __call__(self, x: Tensor, sigma: Tensor, context: Tensor) -> Tensor:
         t = (self.log_sigmas[None] - sigma.log()[:, None]).abs().argmin(dim=1).float()
-        scale = sigma.view(-1, 1, 1, 1)
-        return x - scale * self.unet(x * (scale**2 + 1).rsqrt(), t, context)
+        detail = self.unet(x * (sigma.view(-1, 1, 1, 1) ** 2 + 1).rsqrt(), t, context)
+        return self.scene(context, x.shape[-1]).to(x) + DETAIL * detail
 
 
 # ----------------------------------------------------------------------------------- sampling
@@ -137,7 +169,7 @@ def sample(unet: nn.Module, mm: MotionModule, plan: RunPlan, prompt: str, config
     texts = plan.prompts(prompt, 1) or [prompt] * frames
     per_frame = plan.frame_conds(torch.stack([encode_prompt(text) for text in texts]))
     cond = torch.cat([per_frame, encode_prompt("").expand(frames, -1, -1)])
-    denoiser = EpsDenoiser(unet, plan.schedule.alphas_cumprod())
+    denoiser = SceneDenoiser(unet, plan.schedule.alphas_cumprod(), encode_prompt(""))
     sigmas = denoiser.step_sigmas(config.steps)
     noise = torch.Generator().manual_seed(config.seed)
     x = torch.randn((frames, 4, side, side), generator=noise) * sigmas[0]

@@ -19,8 +19,9 @@ from .params import AnimateDiffParams, ClosedLoop, OutputFormat
 
 CLOSED_LOOP_MODES: tuple[str, ...] = tuple(mode.value for mode in ClosedLoop)
 
-RANDOM_NOTE = ("the UNet and motion-module weights are RANDOM: this shows the pipeline running "
-               "end to end, not a picture (expect coloured noise)")
+RANDOM_NOTE = ("the UNet and motion-module weights are RANDOM and a synthetic target stands in for a "
+               "picture: expect a soft disc drifting from one prompt-travel keyframe's place to the next "
+               "(with texture from the random UNet), not art")
 # family -> (frame limit of its positional table, mid block)
 FAMILIES: dict[str, tuple[int, bool]] = {"v1": (24, False), "v2": (32, True), "v3": (32, False)}
 
