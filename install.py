@@ -1,14 +1,15 @@
 """Run by WebUI at launch (not with --skip-install / --skip-prepare-environment): installs only what is
-missing. It never installs or upgrades torch, gradio, numpy, pillow or anything else WebUI pins."""
+missing. It never installs or upgrades torch, gradio, numpy, pillow or anything else WebUI pins.
+
+boto3 is not installed here: only the optional S3 upload needs it, and an upload without it reports the exact
+`pip install boto3` command for WebUI's interpreter (README, "Output files").
+"""
 
 import launch
 
 REQUIREMENTS = (  # (pip name, import name)
-    ("einops", "einops"),
     ("safetensors", "safetensors"),
-    ("imageio", "imageio"),
     ("imageio-ffmpeg", "imageio_ffmpeg"),
-    ("boto3", "boto3"),
 )
 
 for dist, module in REQUIREMENTS:

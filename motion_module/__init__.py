@@ -26,29 +26,61 @@ Sampling
     ``interpolate_conds(...)``, ``alphas_cumprod(...)``, ``FAMILY_SCHEDULES``.
 
 Errors are subclasses of :class:`AnimateDiffError`; each message says what to do.
+
+The names are imported on first use, so importing the package alone does not load torch.
 """
 
 from __future__ import annotations
 
-from .errors import (
-    AnimateDiffError,
-    CorruptFileError,
-    IncompatibleModelError,
-    MotionModuleError,
-    NotAMotionModuleError,
-    OutputError,
-    ParameterError,
-    TooManyFramesError,
-    UnsafeFileError,
-)
-from .injection import Injection, injected
-from .loading import load_motion_module, load_motion_module_cached
-from .model import MotionModule
-from .patch import Host, HostPatch, animatediff_patch
-from .prompts import interpolate_conds, parse_prompt_travel
-from .sampling import windowed_denoise
-from .schedules import FAMILY_SCHEDULES, alphas_cumprod, context_windows
-from .spec import MotionModuleSpec, detect_spec
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # for type checkers; at run time the names are imported on first use (see __getattr__)
+    from .errors import (
+        AnimateDiffError,
+        CorruptFileError,
+        IncompatibleModelError,
+        MotionModuleError,
+        NotAMotionModuleError,
+        OutputError,
+        ParameterError,
+        TooManyFramesError,
+        UnsafeFileError,
+    )
+    from .injection import Injection, injected
+    from .loading import load_motion_module, load_motion_module_cached
+    from .model import MotionModule
+    from .patch import Host, HostPatch, animatediff_patch
+    from .prompts import interpolate_conds, parse_prompt_travel
+    from .sampling import windowed_denoise
+    from .schedules import FAMILY_SCHEDULES, alphas_cumprod, context_windows
+    from .spec import MotionModuleSpec, detect_spec
+
+# public name -> submodule. Importing the package imports nothing heavy, so `python -m motion_module`
+# answers --help and argument errors without loading torch.
+_HOMES = {
+    **dict.fromkeys(("AnimateDiffError", "CorruptFileError", "IncompatibleModelError", "MotionModuleError",
+                     "NotAMotionModuleError", "OutputError", "ParameterError", "TooManyFramesError",
+                     "UnsafeFileError"), "errors"),
+    "Injection": "injection", "injected": "injection",
+    "load_motion_module": "loading", "load_motion_module_cached": "loading",
+    "MotionModule": "model",
+    "Host": "patch", "HostPatch": "patch", "animatediff_patch": "patch",
+    "interpolate_conds": "prompts", "parse_prompt_travel": "prompts",
+    "windowed_denoise": "sampling",
+    "FAMILY_SCHEDULES": "schedules", "alphas_cumprod": "schedules", "context_windows": "schedules",
+    "MotionModuleSpec": "spec", "detect_spec": "spec",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{home}", __name__), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "FAMILY_SCHEDULES",

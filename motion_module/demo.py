@@ -8,15 +8,17 @@ with classifier-free guidance denoises the clip window by window (``RunPlan.deno
 ``sampling.windowed_denoise``), and ``output.save_video`` writes every format with its infotext.
 
 What is stand-in: the UNet and motion-module weights are random, the "text encoder" maps each
-prompt to a fixed random ``(77, 32)`` tensor (seeded by the prompt's CRC-32), and there is no VAE:
-latents become colours through a linear 4 -> 3 map (rounded values of the well-known SD1.x
-"latent preview" approximation), are rescaled for display and enlarged 8x (nearest). The result
-looks like coloured noise: the demo shows that the pipeline runs, not a picture.
+prompt to a fixed random ``(77, 32)`` tensor (seeded by the prompt's CRC-32), the denoiser's
+prediction is a synthetic scene drawn from the conditioning plus the random UNet's output
+(:class:`SceneDenoiser`: a disc whose place follows the prompt, so prompt travel makes it drift
+smoothly across the frames), and there is no VAE: latents become colours through a linear 4 -> 3
+map (rounded values of the well-known SD1.x "latent preview" approximation), are rescaled for
+display and enlarged 8x (nearest). The demo shows the pipeline running and motion you can see,
+not a picture.
 """
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 import tempfile
@@ -32,58 +34,26 @@ from PIL import Image
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
+from .demo_cli import FAMILIES, RANDOM_NOTE, DemoConfig, parse_config
 from .demo_unet import CONTEXT_DIM, randomize, toy_unet
-from .errors import AnimateDiffError, ParameterError
+from .errors import AnimateDiffError
 from .infotext import INFOTEXT_KEY, quote_value, to_infotext
 from .injection import injected
 from .loading import load_motion_module, short_hash
 from .model import MotionModule
-from .params import AnimateDiffParams, ClosedLoop, OutputFormat
 from .run import RunPlan, plan_run
-from .schedules import CLOSED_LOOP_MODES, evaluations_per_frame
+from .schedules import evaluations_per_frame
 from .spec import MotionModuleSpec
-from .video_files import FORMATS, EncodeOptions, SavedVideo, ping_pong, save_video
+from .video_files import EncodeOptions, SavedVideo, ping_pong, save_video
 
-RANDOM_NOTE = ("the UNet and motion-module weights are RANDOM: this shows the pipeline running "
-               "end to end, not a picture (expect coloured noise)")
 CHANNELS = (32, 64, 128, 128)
-FAMILIES: dict[str, tuple[int, bool]] = {"v1": (24, False), "v2": (32, True), "v3": (32, False)}
 TOKENS = 77
 MAX_ROWS = 64  # rows per UNet call: a group's windows are batched up to this (fewer calls: faster)
 # Latent channel -> (R, G, B): rounded SD1.x "latent preview" approximation (stands in for the VAE).
+LATENT_BACKGROUND = torch.tensor([0.2, 0.6, 0.6, 0.9])  # a dark sea-blue in the latent preview colours
 LATENT_RGB = torch.tensor([[0.30, 0.21, 0.21], [0.19, 0.29, 0.17], [-0.16, 0.19, 0.26],
                            [-0.18, -0.27, -0.47]])
 Log = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class DemoConfig:
-    """Settings of one demo run; the command-line options have the same names."""
-
-    out: Path
-    frames: int = 24
-    fps: float = 8.0
-    formats: tuple[str, ...] = FORMATS
-    context: int = 16
-    overlap: int = 4
-    stride: int = 1
-    steps: int = 6
-    size: int = 64
-    seed: int = 1
-    cfg: float = 5.0
-    closed_loop: str = "R-P"
-    family: str = "v2"
-    mm_seed: int = 0
-    unet_seed: int = 0
-    threads: int = 1
-
-    def params(self, model: str = "") -> AnimateDiffParams:
-        """The AnimateDiff parameters of this run (validated; raises ParameterError)."""
-        return AnimateDiffParams(enable=True, model=model,
-                                 formats=tuple(OutputFormat(f) for f in self.formats),
-                                 video_length=self.frames, fps=self.fps, context=self.context,
-                                 stride=self.stride, overlap=self.overlap,
-                                 closed_loop=ClosedLoop(self.closed_loop))
 
 
 @dataclass
@@ -137,27 +107,54 @@ def travel_prompt(frames: int) -> str:
     return "a lighthouse on a cliff, waves\n" + keys
 
 
-class EpsDenoiser:
-    """k-diffusion-style wrapper of an eps-predicting UNet: ``(x, sigma (N,), context) -> x0``.
+SCENE_SEED = 7  # the fixed random projections from a prompt's conditioning to its scene
+DETAIL = 0.35  # weight of the random UNet (with the motion modules) in each prediction
 
-    ``x0 = x - sigma * unet(x / sqrt(sigma^2 + 1), t(sigma), context)`` with the discrete sigmas
-    ``sqrt((1 - alphas_cumprod) / alphas_cumprod)`` of the run's beta schedule.
+
+class SceneDenoiser:
+    """k-diffusion-style denoiser ``(x, sigma (N,), context) -> x0`` that draws a subject.
+
+    A random UNet predicts no picture, so the demo makes its prediction deterministic and visible:
+    ``x0 = scene(context) + DETAIL * unet(x / sqrt(sigma^2 + 1), t(sigma), context)``. ``scene`` is a
+    soft bright disc on a dark latent background whose place on a circle, size and colour are smooth functions
+    of the prompt's conditioning (fixed random projections, then tanh), and nothing for the empty
+    (negative) prompt. Prompt travel blends conditionings frame by frame, so the disc drifts
+    smoothly from one keyframe's place to the next; the UNet term, with the motion modules
+    injected, adds texture that the motion module keeps coherent inside each context window.
+    ``t(sigma)`` is the nearest timestep of the run's beta schedule.
     """
 
-    def __init__(self, unet: nn.Module, alphas_cumprod: Tensor) -> None:
-        self.unet = unet
+    def __init__(self, unet: nn.Module, alphas_cumprod: Tensor, blank: Tensor) -> None:
+        self.unet, self.blank = unet, blank
         self.sigmas = ((1 - alphas_cumprod) / alphas_cumprod).sqrt().float()
         self.log_sigmas = self.sigmas.log()
+        gen = torch.Generator().manual_seed(SCENE_SEED)
+        self.projection = torch.randn(blank.numel(), 6, generator=gen) / math.sqrt(blank.numel())
 
     def step_sigmas(self, steps: int) -> Tensor:
         """``steps + 1`` sigmas: evenly spaced timesteps, noisiest to cleanest, then 0."""
         index = torch.linspace(len(self.sigmas) - 1, 0, steps).round().long()
         return torch.cat([self.sigmas[index], torch.zeros(1)])
 
+    def scene(self, context: Tensor, side: int) -> Tensor:
+        """``(N, 77, D)`` -> ``(N, 4, side, side)`` latents of each row's disc (zeros: empty prompt)."""
+        q = context.flatten(1).float() @ self.projection
+        p = torch.tanh(2.0 * q)  # (N, 6), each in (-1, 1)
+        angle = 3 * torch.atan2(q[:, 1], q[:, 0])[:, None, None]  # x3: prompts far apart on the circle
+        grid = (torch.arange(side, dtype=torch.float32) + 0.5) / side
+        cx, cy = 0.5 + 0.28 * angle.cos(), 0.5 + 0.28 * angle.sin()
+        radius = 0.22 + 0.06 * p[:, 2, None, None]
+        distance = ((grid[None, None, :] - cx) ** 2 + (grid[None, :, None] - cy) ** 2).sqrt()
+        disc = torch.sigmoid((radius - distance) * side * 1.5)  # (N, side, side)
+        colour = torch.stack([p[:, 3], p[:, 4], p[:, 5], -p[:, 3].abs() - 1.0], dim=1)  # latent channels
+        scene = 0.4 * LATENT_BACKGROUND[None, :, None, None] + colour[:, :, None, None] * disc[:, None]
+        blank = (context == self.blank.to(context)).flatten(1).all(dim=1)
+        return scene * (~blank).float()[:, None, None, None]
+
     def __call__(self, x: Tensor, sigma: Tensor, context: Tensor) -> Tensor:
         t = (self.log_sigmas[None] - sigma.log()[:, None]).abs().argmin(dim=1).float()
-        scale = sigma.view(-1, 1, 1, 1)
-        return x - scale * self.unet(x * (scale**2 + 1).rsqrt(), t, context)
+        detail = self.unet(x * (sigma.view(-1, 1, 1, 1) ** 2 + 1).rsqrt(), t, context)
+        return self.scene(context, x.shape[-1]).to(x) + DETAIL * detail
 
 
 # ----------------------------------------------------------------------------------- sampling
@@ -172,7 +169,7 @@ def sample(unet: nn.Module, mm: MotionModule, plan: RunPlan, prompt: str, config
     texts = plan.prompts(prompt, 1) or [prompt] * frames
     per_frame = plan.frame_conds(torch.stack([encode_prompt(text) for text in texts]))
     cond = torch.cat([per_frame, encode_prompt("").expand(frames, -1, -1)])
-    denoiser = EpsDenoiser(unet, plan.schedule.alphas_cumprod())
+    denoiser = SceneDenoiser(unet, plan.schedule.alphas_cumprod(), encode_prompt(""))
     sigmas = denoiser.step_sigmas(config.steps)
     noise = torch.Generator().manual_seed(config.seed)
     x = torch.randn((frames, 4, side, side), generator=noise) * sigmas[0]
@@ -286,103 +283,6 @@ def run_demo(config: DemoConfig, log: Log = print) -> DemoResult:
 
 
 # ------------------------------------------------------------------------------- command line
-def _int_at_least(minimum: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
-        return value
-
-    return parse
-
-
-def _finite(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-    return value
-
-
-def _formats(text: str) -> tuple[str, ...]:
-    names = [part.strip().upper() for part in text.split(",") if part.strip()]
-    bad = [name for name in names if name not in FORMATS]
-    if bad or not names:
-        choices = ",".join(f.lower() for f in FORMATS)
-        raise argparse.ArgumentTypeError(f"unknown format(s) {', '.join(bad) or '(none)'}; "
-                                         f"use a comma-separated list of {choices}")
-    return tuple(dict.fromkeys(names))
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The ``demo`` command's options (names as in :class:`DemoConfig`)."""
-    parser = argparse.ArgumentParser(
-        prog="python -m motion_module demo",
-        description="Run the whole AnimateDiff pipeline (motion-module loading, injection into an "
-        "SD1.5-shaped UNet, sliding context windows, prompt travel, CFG sampling, every output "
-        f"format) on a tiny model on the CPU. Note: {RANDOM_NOTE}.")
-    add = parser.add_argument
-    at_least_0, at_least_1 = _int_at_least(0), _int_at_least(1)
-    add("--out", type=Path, required=True, help="output folder (created if missing)")
-    add("--frames", type=at_least_1, default=24, help="video length (default 24)")
-    add("--fps", type=float, default=8.0, help="playback frames per second (default 8)")
-    add("--formats", type=_formats, default=FORMATS,
-        help="comma-separated subset of gif,mp4,webp,webm,png,txt (default: all)")
-    add("--context", type=at_least_1, default=16, help="frames per context window (default 16)")
-    add("--overlap", type=at_least_0, default=4, help="frames shared by neighbouring windows "
-        "(default 4)")
-    add("--stride", type=at_least_1, default=1, help="context stride levels (default 1)")
-    add("--steps", type=at_least_1, default=6, help="sampling steps (default 6)")
-    add("--size", type=_int_at_least(64), default=64,
-        help="frame width and height in pixels, a multiple of 64 (default 64; latents: size/8)")
-    add("--seed", type=at_least_0, default=1, help="noise seed (default 1)")
-    add("--cfg", type=_finite, default=5.0, help="classifier-free guidance scale (default 5)")
-    add("--closed-loop", choices=CLOSED_LOOP_MODES, default="R-P", help="N: no loop; R-P: windows "
-        "wrap around the end; R+P: windows and prompt travel wrap; A: like R+P, and a clip no "
-        "longer than the context is saved forward then backward (default R-P)")
-    add("--family", choices=tuple(FAMILIES), default="v2",
-        help="motion-module family to imitate (default v2)")
-    add("--mm-seed", type=at_least_0, default=0, help="seed of the random motion-module weights")
-    add("--threads", type=at_least_1, default=1, help="torch CPU threads (default 1: the tensors "
-        "are tiny; one thread is fastest and steadiest on a shared machine)")
-    return parser
-
-
-def _check_out(parser: argparse.ArgumentParser, out: Path) -> None:
-    path = out.expanduser().absolute()
-    for candidate in (path, *path.parents):
-        if candidate.exists():
-            if not candidate.is_dir():
-                where = "is" if candidate == path else f"lies inside {candidate}, which is"
-                parser.error(f"--out {out} {where} a file, not a folder: choose a folder path")
-            return
-
-
-def parse_config(argv: list[str]) -> DemoConfig:
-    """Parse and validate the options; bad values end in ``parser.error`` (exit status 2)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.size % 64:
-        parser.error(f"--size must be a multiple of 64 (the toy UNet halves the latents 3 times), "
-                     f"got {args.size}")
-    limit = FAMILIES[args.family][0]
-    if args.context > limit:
-        parser.error(f"--context {args.context} is more than a {args.family} motion module's "
-                     f"{limit}-frame limit: use --context {limit} or less")
-    _check_out(parser, args.out)
-    config = DemoConfig(**vars(args))
-    try:
-        config.params()
-    except ParameterError as exc:
-        parser.error(str(exc))
-    return config
-
-
 def main_demo(argv: list[str]) -> int:
     """``python -m motion_module demo``: 0 on success, 1 on an engine error, 2 on bad options."""
     config = parse_config(argv)
@@ -396,8 +296,8 @@ def main_demo(argv: list[str]) -> int:
     torch.set_num_threads(config.threads)
     try:
         run_demo(config)
-    except AnimateDiffError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (AnimateDiffError, OSError) as exc:
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1
     finally:
         torch.set_num_threads(threads)

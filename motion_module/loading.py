@@ -17,6 +17,7 @@ import functools
 import hashlib
 import os
 import pickle
+import textwrap
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
@@ -95,15 +96,15 @@ def _read_pickle(path: Path, meta: bool) -> object:
         if "unsupported global" in text.lower() or "unsupported class" in text.lower():
             detail = text.split("WeightsUnpickler error:", 1)[-1].strip().split(" was not", 1)[0]
             raise UnsafeFileError(
-                f"{path.name}: refused to load: this pickle would run code or create non-tensor objects when "
-                f"opened ({_one_line(detail)}); nothing was executed. Use a .safetensors version of this model, "
-                "or re-download it from the official source"
+                f"{path.name}: refused for safety: this pickle would run code or create non-tensor objects when "
+                f"opened ({_one_line(detail)}); nothing was executed and the file was not loaded. Use the "
+                ".safetensors version of this model, from its official download page"
             ) from None
         raise CorruptFileError(f"{path.name}: not a readable PyTorch checkpoint; {_REDOWNLOAD}") from None
     except (RuntimeError, EOFError, ValueError, TypeError, OSError, MemoryError, ArithmeticError, LookupError,
             AttributeError) as exc:
         raise CorruptFileError(
-            f"{path.name}: the checkpoint is empty, truncated or damaged ({_one_line(exc)[:120]}); {_REDOWNLOAD}"
+            f"{path.name}: the checkpoint is empty, truncated or damaged ({_shorten(exc)}); {_REDOWNLOAD}"
         ) from None
 
 
@@ -114,6 +115,11 @@ def _is_zip(path: Path) -> bool:
 
 def _one_line(value: object) -> str:
     return " ".join(str(value).split())
+
+
+def _shorten(value: object, width: int = 160) -> str:
+    """One line of at most ``width`` characters, cut between words (never inside one)."""
+    return textwrap.shorten(_one_line(value), width, placeholder=" ...") or _one_line(value)[:width]
 
 
 def read_state_dict(path: str | os.PathLike[str], *, meta: bool = False) -> dict[str, Tensor]:
@@ -127,6 +133,8 @@ def read_state_dict(path: str | os.PathLike[str], *, meta: bool = False) -> dict
     """
     path = Path(path)
     suffix = path.suffix.lower()
+    if path.is_dir():
+        raise MotionModuleError(f"{path} is a folder, not a file; give the path of a motion-module file")
     if suffix not in SAFETENSORS_EXTENSIONS + PICKLE_EXTENSIONS:
         raise MotionModuleError(
             f"{path.name}: unknown file type '{suffix or '(none)'}'; motion modules are .safetensors "
@@ -186,7 +194,8 @@ def check_state_dict(spec: MotionModuleSpec, state_dict: Mapping[str, Tensor]) -
     with the model's shapes; positional tables may be absent."""
     if any("lora" in key.lower() for key in state_dict):
         raise NotAMotionModuleError(
-            "this is a motion LoRA, not a motion module: select a motion module and add the LoRA to the prompt"
+            "this is a motion LoRA, not a motion module: select a motion module (motion LoRAs are not "
+            "applied by this extension yet)"
         )
     expected = _expected_shapes(spec.channels, spec.max_frames, spec.mid_block)
     missing = [k for k in expected if k not in state_dict and not k.endswith(".pos_encoder.pe")]

@@ -13,15 +13,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from .cli import convert_parser, inspect_parser, one_line, print_error, target_problem
 from .convert import detect_layout, to_original_layout
-from .errors import MotionModuleError
+from .errors import MotionModuleError, OutputError
 from .loading import check_state_dict, file_hash, named_errors, read_state_dict
 from .schedules import FAMILY_SCHEDULES
 from .spec import MotionModuleSpec, detect_spec
@@ -79,23 +79,20 @@ def _describe(info: dict[str, Any]) -> str:
 def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace | int:
     try:
         return parser.parse_args(argv)
-    except SystemExit as exc:  # argparse already printed usage / the error
+    except SystemExit as exc:  # the parser already printed the usage / the one error line
         return int(exc.code or 0)
 
 
 def _report_error(path: object, exc: BaseException) -> None:
-    message = " ".join(str(exc).split())
+    message = one_line(exc)
     if not message.startswith(Path(str(path)).name):
         message = f"{path}: {message}"
-    print(f"error: {message}", file=sys.stderr)
+    print_error(message)
 
 
 def main_inspect(argv: list[str]) -> int:
     """``inspect FILE... [--json] [--hash]``: one line (or JSON object) per file; 2 if any file is bad."""
-    parser = argparse.ArgumentParser(prog="python -m motion_module inspect", description="Describe motion modules.")
-    parser.add_argument("files", nargs="+", help="motion-module files (.safetensors, .ckpt, .pt, .pth)")
-    parser.add_argument("--json", action="store_true", help="one JSON object per file per line")
-    parser.add_argument("--hash", action="store_true", help="also compute the SHA-256 (reads the whole file)")
+    parser = inspect_parser()
     args = _parse(parser, argv)
     if isinstance(args, int):
         return args
@@ -128,7 +125,11 @@ def _fp16_tensors(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
 
 
 def convert_file(source: Path, target: Path) -> MotionModuleSpec:
-    """Write ``source`` as fp16 original-layout safetensors at ``target`` (atomically); return the re-read spec."""
+    """Write ``source`` as fp16 original-layout safetensors at ``target`` (atomically); return the re-read spec.
+
+    Reading errors are MotionModuleErrors naming ``source``; writing errors are OutputErrors naming ``target``.
+    """
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
     state_dict = read_state_dict(source)
@@ -142,6 +143,10 @@ def convert_file(source: Path, target: Path) -> MotionModuleSpec:
     try:
         save_file(_fp16_tensors(original), str(temporary), metadata=metadata)
         os.replace(temporary, target)
+    except (OSError, SafetensorError) as exc:
+        reason = getattr(exc, "strerror", None) or one_line(exc)
+        raise OutputError(f"cannot write {target}: {reason}; check that its folder exists and is writable "
+                          "and that there is free disk space") from None
     finally:
         temporary.unlink(missing_ok=True)
     written = detect_spec(read_state_dict(target, meta=True))
@@ -153,25 +158,20 @@ def convert_file(source: Path, target: Path) -> MotionModuleSpec:
 
 def main_convert(argv: list[str]) -> int:
     """``convert IN OUT [--force]``: fp16 safetensors in the original AnimateDiff layout."""
-    parser = argparse.ArgumentParser(
-        prog="python -m motion_module convert",
-        description="Write a motion module as fp16 safetensors in the original AnimateDiff layout.",
-    )
-    parser.add_argument("source", help="any supported motion-module file (original, diffusers or raw HotShot-XL)")
-    parser.add_argument("target", help="output file, must end in .safetensors")
-    parser.add_argument("--force", action="store_true", help="overwrite the output file if it exists")
+    parser = convert_parser()
     args = _parse(parser, argv)
     if isinstance(args, int):
         return args
     source, target = Path(args.source), Path(args.target)
-    if target.suffix.lower() != ".safetensors":
-        print(f"error: {target}: the output must be a .safetensors file", file=sys.stderr)
-        return EXIT_BAD_FILE
-    if target.exists() and not args.force:
-        print(f"error: {target} already exists; pass --force to overwrite it", file=sys.stderr)
+    problem = target_problem(target, args.force)
+    if problem:
+        print_error(problem)
         return EXIT_BAD_FILE
     try:
         spec = convert_file(source, target)
+    except OutputError as exc:  # writing: the output path is to blame
+        print_error(exc)
+        return EXIT_BAD_FILE
     except (MotionModuleError, OSError) as exc:
         _report_error(source, exc)
         return EXIT_BAD_FILE

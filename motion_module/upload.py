@@ -1,6 +1,7 @@
 """Upload saved outputs to S3 or any S3-compatible server (MinIO, Ceph, moto...) with boto3.
 
-boto3 is imported inside ``upload_s3`` only, so the engine works without it. Uploads never touch
+boto3 is optional: it is imported inside ``upload_s3`` only, so the engine works without it, and a
+missing boto3 is an ``OutputError`` saying how to install it. Uploads never touch
 the local files; every failure becomes an ``OutputError`` whose message says what to check.
 Keys are ``<prefix>/<file name>``; a PNG frame folder becomes ``<prefix>/<folder>/<frame>.png``.
 URLs are path-style: ``<endpoint>/<bucket>/<key>``.
@@ -11,6 +12,7 @@ from __future__ import annotations
 import math
 import mimetypes
 import re
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +25,10 @@ _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _AUTH_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403", "Forbidden",
                "InvalidClientTokenId", "InvalidToken", "ExpiredToken"}
 _MISSING_BUCKET = {"404", "NoSuchBucket", "NotFound"}
+# boto3 is optional (only S3 upload needs it); the interpreter named is the one running (WebUI's venv inside WebUI)
+MISSING_BOTO3 = (f"S3 upload needs the boto3 package, which is not installed: run `{sys.executable} -m pip "
+                 "install boto3`, then restart WebUI (or turn S3 upload off in Settings > AnimateDiff). "
+                 "The local files are kept.")
 
 
 @dataclass(frozen=True)
@@ -113,9 +119,8 @@ def _client(options: S3Options) -> Any:
     try:
         import boto3
         from botocore.config import Config
-    except ImportError as exc:
-        raise OutputError("S3 upload needs boto3: run `pip install boto3`. The local files are "
-                          "kept.") from exc
+    except ImportError:
+        raise OutputError(MISSING_BOTO3) from None
     config = Config(connect_timeout=options.connect_timeout, read_timeout=60,
                     retries={"max_attempts": options.max_attempts, "mode": "standard"},
                     s3={"addressing_style": "path"})

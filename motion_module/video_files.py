@@ -18,13 +18,11 @@ Safety rules:
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
 import re
 import secrets
-import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -255,33 +253,47 @@ def read_infotext(path: Path | str) -> str | None:
     return read_infotext_with_format(Path(path))[1]
 
 
+_OUR_ENTRY = re.compile(r"(?:^|[\s,])AnimateDiff: ")
+
+
+def _info_of(path: Path) -> tuple[str, str]:
+    """``(format, infotext)`` of one AnimateDiff output; OutputError (naming the file) for anything else."""
+    if path.is_dir() and not any(path.glob("*.png")):
+        raise OutputError(f"{path} is a folder without PNG frames; pass an output file or a PNG frame folder")
+    try:
+        fmt, text = read_infotext_with_format(path)
+    except OSError as exc:
+        raise OutputError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except (UnicodeDecodeError, ValueError):
+        raise OutputError(f"{path} is not a text file written by AnimateDiff") from None
+    if text is None or not _OUR_ENTRY.search(text):
+        what = "no generation parameters" if text is None else "no AnimateDiff parameters"
+        raise OutputError(f"{path}: {what} stored; this is not an AnimateDiff output "
+                          "(pass a GIF/MP4/WEBM/WEBP/PNG/TXT file this extension wrote)")
+    return fmt, text
+
+
 def main_info(argv: list[str]) -> int:
-    """``python -m motion_module info FILE... [--json]``: print the stored parameters."""
-    parser = argparse.ArgumentParser(prog="python -m motion_module info",
-                                     description="print the generation parameters of outputs")
-    parser.add_argument("files", nargs="+", type=Path,
-                        help="GIF/MP4/WEBM/WEBP/PNG/TXT file or PNG frame folder")
-    parser.add_argument("--json", action="store_true",
-                        help='print {"file", "format", "parameters"} per file, one JSON per line')
-    args = parser.parse_args(argv)
+    """``python -m motion_module info FILE... [--json]``: print the stored parameters.
+
+    Exit status 2 (one ``error:`` line per bad file, the others still printed) if any file is missing,
+    unreadable or not an AnimateDiff output.
+    """
+    from .cli import info_parser, print_error
+
+    args = info_parser().parse_args(argv)
     status = 0
     for path in args.files:
         try:
-            fmt, text = read_infotext_with_format(path)
+            fmt, text = _info_of(path)
         except OutputError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            print_error(exc)
             status = 2
             continue
-        if text is None:
-            status = max(status, 1)
         if args.json:
-            print(json.dumps({"file": str(path), "format": fmt, "parameters": text},
-                             ensure_ascii=False))
-        elif text is None:
-            print(f"{path}: no generation parameters stored", file=sys.stderr)
+            print(json.dumps({"file": str(path), "format": fmt, "parameters": text}, ensure_ascii=False))
         else:
             if len(args.files) > 1:
                 print(f"==> {path} <==")
             print(text)
     return status
-

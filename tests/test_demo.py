@@ -179,3 +179,27 @@ def test_command_line_entry(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "RANDOM" in result.stdout and "windows of step 0: [0-7]" in result.stdout
     assert Image.open(tmp_path / "00000-1.gif").n_frames == 8
+
+
+def test_demo_motion_is_visible_and_smooth(small_run: tuple[Path, str]) -> None:
+    """Prompt travel (keyframes 0 and 10 of 20) moves the subject: frame 0 and frame 10 differ more than
+    any two neighbouring frames do, and after the last keyframe the picture moves less than before."""
+    out, name = small_run
+    frames = [f.astype(np.float32) for f in _png_frames(out / name)]
+    step = [float(np.abs(b - a).mean()) for a, b in zip(frames, frames[1:])]
+    travel = float(np.abs(frames[10] - frames[0]).mean())
+    assert travel > 8 and max(step) < travel / 1.5
+    assert np.mean(step[10:]) < np.mean(step[:10])
+
+
+def test_demo_leaves_no_temporary_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tempfile
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    config = DemoConfig(out=tmp_path / "out", frames=4, context=4, overlap=0, steps=1, formats=("GIF",))
+    result = run_demo(config, **QUIET)
+    assert list(scratch.iterdir()) == []
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["00000-1.gif"]  # no locks, no temporaries
+    assert result.saved.files["GIF"].is_absolute()

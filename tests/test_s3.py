@@ -189,3 +189,15 @@ def test_s3_options_validation(kwargs: dict, field: str) -> None:
 def test_key_prefix_normalisation() -> None:
     assert S3Options(endpoint="http://h", bucket="abc", prefix="/a//b/").key_prefix == "a/b/"
     assert S3Options(endpoint="http://h", bucket="abc", prefix="").key_prefix == ""
+
+
+def test_missing_boto3_says_how_to_install_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    clip = tmp_path / "clip.gif"
+    clip.write_bytes(b"GIF89a")
+    for name in ("boto3", "botocore.config"):
+        monkeypatch.setitem(sys.modules, name, None)  # import fails as when not installed
+    with pytest.raises(OutputError) as info:
+        upload_s3([clip], S3Options(endpoint="http://127.0.0.1:9", bucket="clips"))
+    message = str(info.value)
+    assert f"{sys.executable} -m pip install boto3" in message and "local files are kept" in message
+    assert clip.read_bytes() == b"GIF89a"

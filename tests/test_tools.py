@@ -82,7 +82,7 @@ def test_inspect_bad_files_one_line_each_and_good_files_still_reported(tmp_path,
     assert len(err) == len(bad)
     for path, line in zip(bad, err):
         assert line.startswith("error: ") and path.name in line and "Traceback" not in line
-    assert "safetensors" in err[0] and "re-download" in err[1] and "not a motion module" in err[4]
+    assert "refused for safety" in err[0] and "re-download" in err[1] and "not a motion module" in err[4]
     assert not (tmp_path / "marker").exists()
 
 

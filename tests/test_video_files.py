@@ -291,20 +291,26 @@ def test_odd_sizes_are_padded_by_repeating_the_edge() -> None:
 
 
 # ------------------------------------------------------------------------------- info command
+OUR_INFOTEXT = INFOTEXT + ', AnimateDiff: "enable: True, video_length: 2"'
+
+
 def test_info_command_text_and_json(tmp_path: Path, capsys) -> None:
-    saved = save_video(make_frames(2), tmp_path, seed=1, formats=["GIF"], infotext=INFOTEXT)
+    saved = save_video(make_frames(2), tmp_path, seed=1, formats=["GIF"], infotext=OUR_INFOTEXT)
     assert output.main_info([str(saved.files["GIF"])]) == 0
-    assert capsys.readouterr().out == INFOTEXT + "\n"
+    assert capsys.readouterr().out == OUR_INFOTEXT + "\n"
     assert output.main_info([str(saved.files["GIF"]), "--json"]) == 0
     record = json.loads(capsys.readouterr().out)
-    assert record == {"file": str(saved.files["GIF"]), "format": "gif", "parameters": INFOTEXT}
+    assert record == {"file": str(saved.files["GIF"]), "format": "gif", "parameters": OUR_INFOTEXT}
 
 
 def test_info_command_errors(tmp_path: Path, capsys) -> None:
     plain = tmp_path / "plain.png"
     Image.new("RGB", (4, 4)).save(plain)
-    assert output.main_info([str(plain)]) == 1
+    assert output.main_info([str(plain)]) == 2
     assert "no generation parameters" in capsys.readouterr().err
+    still = save_video(make_frames(2), tmp_path, seed=2, formats=["PNG"], infotext=INFOTEXT).files["PNG"]
+    assert output.main_info([str(still)]) == 2  # a WebUI still's parameters: not an AnimateDiff output
+    assert "not an AnimateDiff output" in capsys.readouterr().err
     assert output.main_info([str(tmp_path / "missing.gif")]) == 2
     assert "does not exist" in capsys.readouterr().err
     junk = tmp_path / "junk.bin"
@@ -314,11 +320,11 @@ def test_info_command_errors(tmp_path: Path, capsys) -> None:
 
 
 def test_info_command_runs_as_a_module(tmp_path: Path) -> None:
-    saved = save_video(make_frames(2), tmp_path, seed=1, formats=["TXT"], infotext=INFOTEXT)
+    saved = save_video(make_frames(2), tmp_path, seed=1, formats=["TXT"], infotext=OUR_INFOTEXT)
     root = Path(__file__).resolve().parents[1]
     proc = subprocess.run([sys.executable, "-m", "motion_module", "info", "--json",
                            str(saved.files["TXT"])], capture_output=True, cwd=root,
                           timeout=60, check=False,
                           env={**os.environ, "PYTHONIOENCODING": "utf-8"})
     assert proc.returncode == 0, proc.stderr.decode()
-    assert json.loads(proc.stdout)["parameters"] == INFOTEXT
+    assert json.loads(proc.stdout)["parameters"] == OUR_INFOTEXT
