@@ -10,9 +10,18 @@ v1          4 (SD1.5)   no           24              cross-frame GroupNorm in th
 v2          4           yes          32              also AnimateDiff-Lightning
 v3          4           no           32 (or absent)
 animatelcm  4           yes          absent or 64    PE computed when absent
-sdxl        3 (SDXL)    no           32              AnimateDiff-SDXL beta
+sdxl        3 (SDXL)    no           32              AnimateDiff-SDXL beta; motion norm per video
 hotshot     3           no           24              HotShot-XL; cross-frame GroupNorm
 ========== ========== ============ ============== ======================================
+
+Two different GroupNorms pool over frames in some families, and they are independent:
+
+- the UNet's own ResBlock GroupNorm32 (``cross_frame_groupnorm``): V1 and HotShot were trained with
+  statistics over all frames of a video (their UNets were 3D);
+- the motion module's own GroupNorm at the entry of every temporal transformer (``motion_norm``):
+  "frame" (statistics of each frame alone) for V1/V2/V3/AnimateLCM/Lightning/HotShot, "video"
+  (statistics over all frames of the video, ``[b, c, f, h, w]``) for AnimateDiff-SDXL, as its
+  training code applies it. Under context windows "video" means the frames of the window.
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ FAMILIES = ("v1", "v2", "v3", "animatelcm", "sdxl", "hotshot")
 _LEVEL_KEY = re.compile(r"^down_blocks\.(\d+)\.motion_modules\.0\.temporal_transformer\.proj_in\.weight$")
 _PE_SUFFIX = ".pos_encoder.pe"
 ANIMATELCM_PE_LEN = 64
+MOTION_NORM_PER_VIDEO = frozenset({"sdxl"})
 
 
 @dataclass(frozen=True)
@@ -51,6 +61,11 @@ class MotionModuleSpec:
     def cross_frame_groupnorm(self) -> bool:
         """V1 and HotShot were trained with the UNet's GroupNorm pooling statistics over all frames."""
         return self.family in ("v1", "hotshot")
+
+    @property
+    def motion_norm(self) -> str:
+        """How the motion module's own GroupNorm pools: "video" (AnimateDiff-SDXL) or "frame" (the rest)."""
+        return "video" if self.family in MOTION_NORM_PER_VIDEO else "frame"
 
     @property
     def beta_schedule(self) -> str:
