@@ -50,6 +50,8 @@ def convert_parser() -> CliParser:
     parser.add_argument("source", help="any supported motion-module file (original, diffusers or raw HotShot-XL)")
     parser.add_argument("target", help="output file, must end in .safetensors; its folder must exist")
     parser.add_argument("--force", action="store_true", help="overwrite the output file if it exists")
+    parser.add_argument("--family", choices=("v1",), help="re-label as a family with the same tensor shapes "
+                        "(v1: a diffusers V1 adapter saved with max_seq_length 32, otherwise detected as v3)")
     return parser
 
 

@@ -13,9 +13,9 @@ v1.13.1/master entries (``batch_size``, ``interp``, ``interp_x``, ``mm_hash``, `
 ``enable``) paste, unknown keys and bad values are skipped unless ``strict=True``.
 
 Written always: every field with an ``infotext_key`` (resolved values: overlap -1 and
-video_length 0 replaced), ``model_hash`` after ``model`` and ``schedule_used`` (the beta
+video_length 0 replaced), ``model_hash`` and ``family`` (as detected) after ``model``, ``schedule_used`` (the beta
 schedule actually applied, e.g. what "auto" chose) after ``schedule`` when known, ``version``
-last when given. Those three are informational and never pasted; ``schedule`` keeps the user's
+last when given. Those are informational and never pasted; ``schedule`` keeps the user's
 choice, because "auto" resolves again to the same schedule for the same model, while a family's
 exact schedule (e.g. AnimateDiff-XL's beta_end 0.020) may have no name of its own.
 Written only when relevant: freeinit_filter/ds/dt/iters (when FreeInit is on), latent_* (img2img).
@@ -38,7 +38,7 @@ INFOTEXT_KEY = "AnimateDiff"
 PASTE_PREFIX = "AnimateDiff "
 PASTE_FIELDS: tuple[str, ...] = tuple(s.name for s in FIELDS if s.infotext_key is not None)
 # Keys that are recognised in old or current entries but are not pasted into a field.
-NOT_PASTED_KEYS = frozenset({"model_hash", "mm_hash", "schedule_used", "version", "interp",
+NOT_PASTED_KEYS = frozenset({"model_hash", "mm_hash", "family", "schedule_used", "version", "interp",
                              "interp_x", "request_id"})
 
 _KEY = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_ ]*?)\s*:\s*")
@@ -68,12 +68,13 @@ def _written(spec_name: str, params: AnimateDiffParams, img2img: bool) -> bool:
 
 
 def to_infotext(params: AnimateDiffParams, *, model: str | None = None,
-                model_hash: str | None = None, schedule_used: BetaSchedule | str | None = None,
+                model_hash: str | None = None, family: str | None = None,
+                schedule_used: BetaSchedule | str | None = None,
                 frames: int | None = None, context: int | None = None, img2img: bool = False,
                 version: str | None = None) -> str:
     """The value of ``p.extra_generation_params["AnimateDiff"]`` for one video.
 
-    ``model``: the file actually loaded (when ``params.model`` was "" = automatic);
+    ``model``: the file actually loaded (when ``params.model`` was "" = automatic); ``family``: as detected;
     ``schedule_used``: a label of the beta schedule actually applied (informational);
     ``frames`` / ``context``: the frame count and context length actually used, if the run
     changed them.
@@ -88,8 +89,8 @@ def to_infotext(params: AnimateDiffParams, *, model: str | None = None,
         if spec.name == "model" and model is not None:
             text = model
         entries.append((spec.infotext_key, text))
-        if spec.name == "model" and model_hash:
-            entries.append(("model_hash", model_hash))
+        if spec.name == "model":
+            entries += [(k, v) for k, v in (("model_hash", model_hash), ("family", family)) if v]
         if spec.name == "schedule" and schedule_used is not None:
             entries.append(("schedule_used", str(getattr(schedule_used, "value", schedule_used))))
     if version:

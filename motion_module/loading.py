@@ -262,7 +262,7 @@ def load_motion_module(
     state_dict = read_state_dict(path)
     with named_errors(path):
         original = to_original_layout(state_dict)
-        spec = detect_spec(original)
+        spec = detect_spec(state_dict)  # the file's own layout: what detection assumed depends on it
         return build_motion_module(spec, original, device=device, dtype=dtype)
 
 

@@ -4,12 +4,15 @@ A motion module is a stack of "temporal transformers". Each one takes the UNet f
 videos laid out frame-major inside each video, ``x: (B*F, C, H, W)`` with ``F = num_frames`` consecutive rows
 per video, and lets every spatial position attend across the frames of its own video:
 
-    GroupNorm (per frame) -> proj_in -> [LayerNorm -> +PE -> temporal self-attention] x2
+    GroupNorm (per frame, or per video) -> proj_in -> [LayerNorm -> +PE -> temporal self-attention] x2
                           -> LayerNorm -> GEGLU feed-forward -> proj_out -> + x
 
 Parameter names follow the original checkpoints exactly, e.g.
 ``down_blocks.0.motion_modules.1.temporal_transformer.transformer_blocks.0.attention_blocks.0.to_q.weight``,
 so a state dict in that layout loads with ``load_state_dict(strict=True)``.
+
+The entry GroupNorm pools per frame for most families and per video (statistics over the ``F`` frames of
+each video, i.e. of the context window) for AnimateDiff-SDXL: ``MotionModuleSpec.motion_norm``.
 """
 
 from __future__ import annotations
@@ -113,11 +116,16 @@ class TemporalTransformerBlock(nn.Module):
 
 
 class TemporalTransformer(nn.Module):
-    """One motion module's body: ``(B*F, C, H, W) -> (B*F, C, H, W)``."""
+    """One motion module's body: ``(B*F, C, H, W) -> (B*F, C, H, W)``.
 
-    def __init__(self, dim: int, max_len: int) -> None:
+    ``per_video``: the entry GroupNorm takes its statistics over all frames of each video (AnimateDiff-SDXL)
+    instead of each frame alone.
+    """
+
+    def __init__(self, dim: int, max_len: int, per_video: bool = False) -> None:
         super().__init__()
         self.norm = nn.GroupNorm(NORM_GROUPS, dim, eps=1e-6, affine=True)
+        self.per_video = per_video
         self.proj_in = nn.Linear(dim, dim)
         self.transformer_blocks = nn.ModuleList([TemporalTransformerBlock(dim, max_len)])
         self.proj_out = nn.Linear(dim, dim)
@@ -128,7 +136,7 @@ class TemporalTransformer(nn.Module):
             raise ValueError(f"{rows} rows cannot be split into videos of {num_frames} frames")
         videos = rows // num_frames
         # (B*F, C, H, W) -> (B*H*W, F, C): every spatial position of every video is one sequence.
-        seq = self.norm(x).view(videos, num_frames, c, h, w).permute(0, 3, 4, 1, 2)
+        seq = self._normalise(x, videos).view(videos, num_frames, c, h, w).permute(0, 3, 4, 1, 2)
         seq = self.proj_in(seq.reshape(videos * h * w, num_frames, c))
         for block in self.transformer_blocks:
             seq = block(seq)
@@ -137,13 +145,23 @@ class TemporalTransformer(nn.Module):
         out = x.view(videos, num_frames, c, h, w) + seq.view(videos, h, w, num_frames, c).permute(0, 3, 4, 1, 2)
         return out.view(rows, c, h, w)
 
+    def _normalise(self, x: Tensor, videos: int) -> Tensor:
+        if not self.per_video:
+            return self.norm(x)
+        # GroupNorm of (B, C, F, H, W) == GroupNorm of (B, F, C, H*W) read group-wise over the F frames:
+        # channels-first per video keeps each group's channels together across frames.
+        rows, c, h, w = x.shape
+        video = x.view(videos, rows // videos, c, h * w).transpose(1, 2)
+        out = F.group_norm(video, self.norm.num_groups, self.norm.weight, self.norm.bias, self.norm.eps)
+        return out.transpose(1, 2).reshape(rows, c, h, w)
+
 
 class TemporalModule(nn.Module):
     """The unit inserted into the UNet; ``forward(x, num_frames)`` with x of shape ``(B*F, C, H, W)``."""
 
-    def __init__(self, dim: int, max_len: int) -> None:
+    def __init__(self, dim: int, max_len: int, per_video: bool = False) -> None:
         super().__init__()
-        self.temporal_transformer = TemporalTransformer(dim, max_len)
+        self.temporal_transformer = TemporalTransformer(dim, max_len, per_video)
 
     def forward(self, x: Tensor, num_frames: int) -> Tensor:
         return self.temporal_transformer(x, num_frames)
@@ -152,9 +170,9 @@ class TemporalModule(nn.Module):
 class MotionBlock(nn.Module):
     """A UNet level's modules: ``motion_modules.<j>``."""
 
-    def __init__(self, dim: int, count: int, max_len: int) -> None:
+    def __init__(self, dim: int, count: int, max_len: int, per_video: bool = False) -> None:
         super().__init__()
-        self.motion_modules = nn.ModuleList([TemporalModule(dim, max_len) for _ in range(count)])
+        self.motion_modules = nn.ModuleList([TemporalModule(dim, max_len, per_video) for _ in range(count)])
 
 
 class MotionModule(nn.Module):
@@ -167,10 +185,10 @@ class MotionModule(nn.Module):
     def __init__(self, spec: MotionModuleSpec) -> None:
         super().__init__()
         self.spec = spec
-        pe_len = spec.max_frames
-        self.down_blocks = nn.ModuleList([MotionBlock(c, 2, pe_len) for c in spec.channels])
-        self.mid_block = MotionBlock(spec.channels[-1], 1, pe_len) if spec.mid_block else None
-        self.up_blocks = nn.ModuleList([MotionBlock(c, 3, pe_len) for c in reversed(spec.channels)])
+        pe_len, video = spec.max_frames, spec.motion_norm == "video"
+        self.down_blocks = nn.ModuleList([MotionBlock(c, 2, pe_len, video) for c in spec.channels])
+        self.mid_block = MotionBlock(spec.channels[-1], 1, pe_len, video) if spec.mid_block else None
+        self.up_blocks = nn.ModuleList([MotionBlock(c, 3, pe_len, video) for c in reversed(spec.channels)])
 
     def down(self, level: int, index: int) -> TemporalModule:
         return self.down_blocks[level].motion_modules[index]  # type: ignore[index, return-value]

@@ -171,16 +171,19 @@ def _stack_like(template: Any, rows: Sequence[Any]) -> Any:
 LIGHTNING_MAX_STEPS = 8
 
 
-def lightning_hint(steps: int, sampler: str, scheduler: str, cfg_scale: float) -> str | None:
-    """A note when a few-step run (<= 8 steps, i.e. AnimateDiff-Lightning) does not follow its recipe:
-    sampler Euler, Schedule type SGM Uniform, CFG 1. None when it does, or for ordinary step counts."""
-    if steps > LIGHTNING_MAX_STEPS:
+def lightning_hint(steps: int, sampler: str, scheduler: str, cfg_scale: float, family: str = "v2") -> str | None:
+    """A note when a few-step run (<= 8 steps) of a V2-shaped module does not follow AnimateDiff-Lightning's
+    recipe: sampler Euler, Schedule type SGM Uniform (A1111's form of its trailing timestep spacing), CFG 1.
+    Lightning has exactly V2's shapes, so it is *assumed* from the step count, and the note says so. None when
+    the recipe is followed, for ordinary step counts, and for other families (AnimateLCM has its own recipe)."""
+    if steps > LIGHTNING_MAX_STEPS or family != "v2":
         return None
     if sampler == "Euler" and scheduler.lower().replace(" ", "_") in ("sgm_uniform", "sgmuniform") \
             and cfg_scale == 1.0:
         return None
-    return (f"AnimateDiff: {steps} steps looks like AnimateDiff-Lightning; its recipe is sampler Euler, "
-            "Schedule type 'SGM Uniform', CFG scale 1")
+    return (f"AnimateDiff: {steps} steps with a V2-shaped module, assumed AnimateDiff-Lightning (same shapes as "
+            "V2); its recipe is sampler Euler, Schedule type 'SGM Uniform' (its trailing timestep spacing), "
+            "CFG scale 1")
 
 
 @dataclass(frozen=True)
@@ -219,14 +222,15 @@ def check_host(state: HostState, params: AnimateDiffParams) -> None:
 @dataclass(frozen=True)
 class Prepared:
     """A request ready to run: the loaded module, the plan, the module's file name (relative to the model
-    folder), the per-frame prompts for the host (None without travel), the infotext entry, and a note."""
+    folder), the per-frame prompts for the host (None without travel), the infotext entry, and notes (what
+    was assumed about the module, recipe hints) for the UI and the API response."""
 
     module: MotionModule
     plan: RunPlan
     model_name: str
     prompts: list[str] | None
     infotext: str
-    note: str | None
+    notes: tuple[str, ...] = ()
 
 
 def prepare_request(params: AnimateDiffParams, *, model_root: Path, base: str, channels: Sequence[int], prompt: str,
@@ -237,7 +241,9 @@ def prepare_request(params: AnimateDiffParams, *, model_root: Path, base: str, c
     path, name = resolve_motion_module(model_root, params.model)
     module = load_for_unet(path, base, channels, name=name, device=device, dtype=dtype)
     plan = plan_run(params, module.spec, prompt)
-    infotext = to_infotext(params, model=name, model_hash=short_hash(path), schedule_used=plan.schedule.label,
-                           frames=plan.frames, context=plan.context, img2img=img2img)
-    return Prepared(module, plan, name, plan.prompts(prompt, n_iter), infotext,
-                    lightning_hint(steps, sampler, scheduler, cfg_scale))
+    spec = module.spec
+    infotext = to_infotext(params, model=name, model_hash=short_hash(path), family=spec.family,
+                           schedule_used=plan.schedule.label, frames=plan.frames, context=plan.context, img2img=img2img)
+    notes = (f"AnimateDiff: {spec.assumption}" if spec.assumption else None,
+             lightning_hint(steps, sampler, scheduler, cfg_scale, spec.family))
+    return Prepared(module, plan, name, plan.prompts(prompt, n_iter), infotext, tuple(n for n in notes if n))

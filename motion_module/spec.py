@@ -10,9 +10,18 @@ v1          4 (SD1.5)   no           24              cross-frame GroupNorm in th
 v2          4           yes          32              also AnimateDiff-Lightning
 v3          4           no           32 (or absent)
 animatelcm  4           yes          absent or 64    PE computed when absent
-sdxl        3 (SDXL)    no           32              AnimateDiff-SDXL beta
+sdxl        3 (SDXL)    no           32              AnimateDiff-SDXL beta; motion norm per video
 hotshot     3           no           24              HotShot-XL; cross-frame GroupNorm
 ========== ========== ============ ============== ======================================
+
+Two different GroupNorms pool over frames in some families, and they are independent:
+
+- the UNet's own ResBlock GroupNorm32 (``cross_frame_groupnorm``): V1 and HotShot were trained with
+  statistics over all frames of a video (their UNets were 3D);
+- the motion module's own GroupNorm at the entry of every temporal transformer (``motion_norm``):
+  "frame" (statistics of each frame alone) for V1/V2/V3/AnimateLCM/Lightning/HotShot, "video"
+  (statistics over all frames of the video, ``[b, c, f, h, w]``) for AnimateDiff-SDXL, as its
+  training code applies it. Under context windows "video" means the frames of the window.
 """
 
 from __future__ import annotations
@@ -24,7 +33,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .convert import to_original_layout
+from .convert import detect_layout, strip_wrapper_prefixes, to_original_layout
 from .errors import NotAMotionModuleError
 from .schedules import FAMILY_SCHEDULES
 
@@ -32,6 +41,15 @@ FAMILIES = ("v1", "v2", "v3", "animatelcm", "sdxl", "hotshot")
 _LEVEL_KEY = re.compile(r"^down_blocks\.(\d+)\.motion_modules\.0\.temporal_transformer\.proj_in\.weight$")
 _PE_SUFFIX = ".pos_encoder.pe"
 ANIMATELCM_PE_LEN = 64
+V1_PE_LEN = 24
+#: Families with the very same tensor shapes as the detected one, to which ``with_family`` can re-label a file.
+SHAPE_ALTERNATIVES = {"v3": ("v1",)}
+V3_OR_V1 = (
+    "assumed V3: a diffusers-layout SD1.5 module without a mid block and a {pe}-frame positional table is V3, "
+    "or V1 saved by diffusers with max_seq_length {pe} (the same shapes; V1 would also need the cross-frame "
+    "GroupNorm). If this file is V1: python -m motion_module convert IN OUT.safetensors --family v1"
+)
+MOTION_NORM_PER_VIDEO = frozenset({"sdxl"})
 
 
 @dataclass(frozen=True)
@@ -46,11 +64,17 @@ class MotionModuleSpec:
     dtype: torch.dtype = torch.float32
     pe_stored: bool = True
     params: int = 0
+    assumption: str | None = None  # what was assumed where shapes alone cannot tell two families apart
 
     @property
     def cross_frame_groupnorm(self) -> bool:
         """V1 and HotShot were trained with the UNet's GroupNorm pooling statistics over all frames."""
         return self.family in ("v1", "hotshot")
+
+    @property
+    def motion_norm(self) -> str:
+        """How the motion module's own GroupNorm pools: "video" (AnimateDiff-SDXL) or "frame" (the rest)."""
+        return "video" if self.family in MOTION_NORM_PER_VIDEO else "frame"
 
     @property
     def beta_schedule(self) -> str:
@@ -111,6 +135,7 @@ def detect_spec(state_dict: Mapping[str, Tensor]) -> MotionModuleSpec:
     Accepts the original AnimateDiff layout and every layout ``convert.to_original_layout`` understands.
     Raises NotAMotionModuleError when the tensors are not a motion module.
     """
+    layout = detect_layout(strip_wrapper_prefixes(state_dict).keys())
     state_dict = to_original_layout(state_dict)
     channels = _levels(state_dict)
     if len(channels) == 4:
@@ -134,4 +159,24 @@ def detect_spec(state_dict: Mapping[str, Tensor]) -> MotionModuleSpec:
         dtype=dtype,
         pe_stored=pe_len is not None,
         params=params,
+        assumption=V3_OR_V1.format(pe=max_frames) if (layout, family, pe_len) == ("diffusers", "v3", max_frames)
+        else None,
     )
+
+
+def with_family(state_dict: Mapping[str, Tensor], family: str) -> dict[str, Tensor]:
+    """An original-layout state dict re-labelled as ``family``, a shape-identical alternative of what it is
+    detected as (V3 -> V1: the positional tables cut to V1's 24 frames; the sinusoidal rows are the same).
+    Raises NotAMotionModuleError when ``family`` is not such an alternative."""
+    original = to_original_layout(state_dict)
+    spec = detect_spec(original)
+    if family == spec.family:
+        return dict(original)
+    if family not in SHAPE_ALTERNATIVES.get(spec.family, ()):
+        raise NotAMotionModuleError(
+            f"this {spec.family} module cannot be re-labelled as {family}: their tensors differ "
+            f"(possible: {', '.join(SHAPE_ALTERNATIVES.get(spec.family, ())) or 'none'})"
+        )
+    if not spec.pe_stored or spec.max_frames < V1_PE_LEN:
+        raise NotAMotionModuleError("re-labelling as V1 needs stored positional tables of at least 24 frames")
+    return {k: (t[:, :V1_PE_LEN].clone() if k.endswith(_PE_SUFFIX) else t) for k, t in original.items()}

@@ -24,7 +24,7 @@ from .convert import detect_layout, to_original_layout
 from .errors import MotionModuleError, OutputError
 from .loading import check_state_dict, file_hash, named_errors, read_state_dict
 from .schedules import FAMILY_SCHEDULES
-from .spec import MotionModuleSpec, detect_spec
+from .spec import MotionModuleSpec, detect_spec, with_family
 
 EXIT_BAD_FILE = 2
 
@@ -39,7 +39,7 @@ def inspect_file(path: str | os.PathLike[str], *, with_hash: bool = False) -> di
     with named_errors(path):
         layout = detect_layout(state_dict)
         original = to_original_layout(state_dict)
-        spec = detect_spec(original)
+        spec = detect_spec(state_dict)  # from the file's own layout: what was assumed depends on it
         check_state_dict(spec, original)
     info: dict[str, Any] = {
         "file": str(path),
@@ -55,6 +55,8 @@ def inspect_file(path: str | os.PathLike[str], *, with_hash: bool = False) -> di
         "layout": layout,
         "pe_stored": spec.pe_stored,
         "cross_frame_groupnorm": spec.cross_frame_groupnorm,
+        "motion_norm": spec.motion_norm,
+        "assumption": spec.assumption,
     }
     if with_hash:
         info["sha256"] = file_hash(path)
@@ -73,6 +75,8 @@ def _describe(info: dict[str, Any]) -> str:
         text += ", positional table computed"
     if "short_hash" in info:
         text += f", hash {info['short_hash']}"
+    if info.get("assumption"):
+        text += f"; {info['assumption']}"
     return text
 
 
@@ -124,10 +128,12 @@ def _fp16_tensors(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
     return out
 
 
-def convert_file(source: Path, target: Path) -> MotionModuleSpec:
+def convert_file(source: Path, target: Path, family: str | None = None) -> MotionModuleSpec:
     """Write ``source`` as fp16 original-layout safetensors at ``target`` (atomically); return the re-read spec.
 
-    Reading errors are MotionModuleErrors naming ``source``; writing errors are OutputErrors naming ``target``.
+    ``family``: re-label as a family with the same shapes (``spec.with_family``: a diffusers V1 adapter saved
+    with max_seq_length 32, detected as V3, becomes V1 with ``family="v1"``). Reading errors are
+    MotionModuleErrors naming ``source``; writing errors are OutputErrors naming ``target``.
     """
     from safetensors import SafetensorError
     from safetensors.torch import save_file
@@ -135,7 +141,7 @@ def convert_file(source: Path, target: Path) -> MotionModuleSpec:
     state_dict = read_state_dict(source)
     with named_errors(source):
         layout = detect_layout(state_dict)
-        original = to_original_layout(state_dict)
+        original = to_original_layout(state_dict) if family is None else with_family(state_dict, family)
         spec = detect_spec(original)
         check_state_dict(spec, original)
     metadata = {"format": "pt", "animatediff_family": spec.family, "converted_from": f"{source.name} ({layout})"}
@@ -168,7 +174,7 @@ def main_convert(argv: list[str]) -> int:
         print_error(problem)
         return EXIT_BAD_FILE
     try:
-        spec = convert_file(source, target)
+        spec = convert_file(source, target, args.family)
     except OutputError as exc:  # writing: the output path is to blame
         print_error(exc)
         return EXIT_BAD_FILE

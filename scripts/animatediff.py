@@ -112,9 +112,9 @@ def _prepare(p: Any, run: Run) -> None:
         run.original_prompt, p.prompt = prompt, ready.prompts
     p.do_not_save_grid = p.do_not_save_samples = True  # frames are saved by us, per video
     p.extra_generation_params[mm_infotext.INFOTEXT_KEY] = ready.infotext
-    if ready.note:
-        run.notes.append(ready.note)
-        logger.warning(ready.note)
+    for note in ready.notes:
+        run.notes.append(note)
+        logger.warning(note)
 
 
 # ----- sampling: everything below runs inside the one patch -----------------------------------------

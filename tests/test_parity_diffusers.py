@@ -5,10 +5,16 @@ Both sides start from the same random weights: the ldm UNet is converted with di
 ``MotionAdapter`` layout with ``motion_module.convert.original_to_diffusers`` (the Lightning case starts
 from a diffusers-layout file and goes the other way, through our loader).
 
-One deliberate patch on the diffusers side: its ``AnimateDiffTransformer3D`` applies the module's
-GroupNorm to a (B, C, F, H, W) tensor, i.e. with statistics over all frames, whereas the original
-AnimateDiff code (and ours) normalises each frame separately. We wrap that one ``norm`` so diffusers also
-normalises per frame; everything else runs unmodified.
+diffusers' ``AnimateDiffTransformer3D`` applies the module's GroupNorm to a (B, C, F, H, W) tensor, i.e.
+with statistics over all frames of a video. AnimateDiff-SDXL's training code does the same, so the SDXL
+case runs diffusers unpatched (and a per-frame norm on our side is the negative control that must fail).
+The SD1.5 families' original code normalises each frame separately; for them we wrap that one ``norm`` so
+diffusers also normalises per frame (``spec.motion_norm == "frame"``); everything else runs unmodified.
+
+SDXL side: the tiny SDXL-shaped ldm UNet (3 levels, no attention at the first, 9/1/9 blocks) against a
+diffusers ``UNet2DConditionModel`` of the same layout converted from its weights, then
+``UNetMotionModel.from_unet2d`` with an SDXL-shaped ``MotionAdapter`` (3 levels, no mid block). The text-time
+(``add_embedding``) path is left out on both sides: it only changes the time embedding, not the motion path.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from torch import nn
 from motion_module.convert import original_to_diffusers, to_original_layout
 from motion_module.injection import injected
 from motion_module.loading import build_motion_module
+from motion_module.model import TemporalTransformer
 from motion_module.spec import detect_spec
 from tests.fixtures.motion_modules import build_state_dict
 from tests.fixtures.unets import tiny_unet, unet_inputs
@@ -42,25 +49,35 @@ class PerFrameGroupNorm(nn.Module):
         return y.reshape(b, f, c, h, w).permute(0, 2, 1, 3, 4)
 
 
-def diffusers_unet2d(ldm_unet: nn.Module) -> nn.Module:
+LAYOUTS = {  # diffusers' block types of the tiny ldm UNets (tests/fixtures/unets.py)
+    "sd15": ((32, 64, 128, 128), ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+             ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3),
+    "sdxl": ((32, 64, 128), ("DownBlock2D",) + ("CrossAttnDownBlock2D",) * 2,
+             ("CrossAttnUpBlock2D",) * 2 + ("UpBlock2D",)),
+}
+
+
+def diffusers_unet2d(ldm_unet: nn.Module, base: str = "sd15") -> nn.Module:
     from diffusers import UNet2DConditionModel
     from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
 
+    channels, down, up = LAYOUTS[base]
     unet = UNet2DConditionModel(
-        sample_size=8, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(32, 64, 128, 128),
-        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-        cross_attention_dim=32, attention_head_dim=8, norm_num_groups=32,
+        sample_size=8, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=channels,
+        down_block_types=down, up_block_types=up, cross_attention_dim=32, attention_head_dim=8, norm_num_groups=32,
     )
     checkpoint = {f"model.diffusion_model.{k}": v for k, v in ldm_unet.state_dict().items()}
     unet.load_state_dict(convert_ldm_unet_checkpoint(checkpoint, dict(unet.config)), strict=True)
     return unet.eval()
 
 
-def diffusers_motion_unet(unet2d: nn.Module, adapter_sd: dict[str, torch.Tensor], mid: bool) -> nn.Module:
+def diffusers_motion_unet(unet2d: nn.Module, adapter_sd: dict[str, torch.Tensor], mid: bool,
+                          per_frame: bool = True) -> nn.Module:
+    """diffusers' motion UNet; ``per_frame`` wraps each motion norm (SD1.5 families), else unpatched (SDXL)."""
     from diffusers import MotionAdapter, UNetMotionModel
 
-    adapter = MotionAdapter(block_out_channels=(32, 64, 128, 128), motion_layers_per_block=2,
+    channels = tuple(unet2d.config.block_out_channels)
+    adapter = MotionAdapter(block_out_channels=channels, motion_layers_per_block=2,
                             motion_num_attention_heads=8, motion_norm_num_groups=32, motion_max_seq_length=32,
                             use_motion_mid_block=mid)
     adapter.load_state_dict(adapter_sd, strict=False)
@@ -68,8 +85,8 @@ def diffusers_motion_unet(unet2d: nn.Module, adapter_sd: dict[str, torch.Tensor]
     assert all(k.endswith("pos_embed.pe") for k in missing), sorted(missing)[:5]
     model = UNetMotionModel.from_unet2d(unet2d, adapter).eval()
     blocks = [m for m in model.modules() if type(m).__name__ == "AnimateDiffTransformer3D"]
-    assert len(blocks) == 20 + int(mid)
-    for block in blocks:
+    assert len(blocks) == 5 * len(channels) + int(mid)
+    for block in blocks if per_frame else ():
         block.norm = PerFrameGroupNorm(block.norm)  # the one documented patch (see module docstring)
     return model
 
@@ -88,8 +105,14 @@ def _inputs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return unet_inputs(FRAMES, videos=VIDEOS, seed=5)
 
 
-def ours(ldm_unet: nn.Module, original_sd: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+def ours(ldm_unet: nn.Module, original_sd: dict[str, torch.Tensor], x: torch.Tensor,
+         per_frame: bool | None = None) -> torch.Tensor:
+    """Our UNet call; ``per_frame`` forces the motion norm's pooling (None: the family's own)."""
     mm = build_motion_module(detect_spec(original_sd), original_sd)
+    if per_frame is not None:
+        for module in mm.modules():
+            if isinstance(module, TemporalTransformer):
+                module.per_video = not per_frame
     _, t, c = _inputs()
     with injected(ldm_unet, mm, FRAMES), torch.no_grad():
         return ldm_unet(x, t, c)
@@ -136,3 +159,27 @@ def test_parity_with_diffusers(ldm_unet: nn.Module, unet2d: nn.Module, family: s
         other = second + key[len(first):]
         swapped[key], swapped[other] = original[other], original[key]
     assert (ours(ldm_unet, swapped, x) - b).abs().max().item() > 100 * TOL
+
+
+@pytest.fixture(scope="module")
+def ldm_unet_xl() -> nn.Module:
+    return tiny_unet("sdxl", seed=12)
+
+
+@pytest.mark.parametrize("layout", ["original", "diffusers"])
+def test_sdxl_parity_with_unpatched_diffusers(ldm_unet_xl: nn.Module, layout: str) -> None:
+    stored = build_state_dict("sdxl", seed=23, layout=layout)
+    original = dict(to_original_layout(stored))
+    spec = detect_spec(stored)
+    assert (spec.family, spec.base, spec.motion_norm) == ("sdxl", "sdxl", "video")
+    adapter_sd = stored if layout == "diffusers" else original_to_diffusers(original)
+    model = diffusers_motion_unet(diffusers_unet2d(ldm_unet_xl, "sdxl"), adapter_sd, mid=False, per_frame=False)
+    x, _, _ = _inputs()
+    a, b = ours(ldm_unet_xl, original, x), theirs(model, x)
+    diff = (a - b).abs().max().item()
+    control = (ours(ldm_unet_xl, original, x, per_frame=True) - b).abs().max().item()
+    print(f"parity sdxl/{layout}: max abs diff {diff:.3g} (output mean abs {a.abs().mean():.3g}); "
+          f"per-frame control {control:.3g}")
+    assert diff <= TOL
+    # Negative control: the per-frame norm (what this engine did before) must fail the same tolerance.
+    assert control > 100 * TOL

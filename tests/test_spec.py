@@ -71,3 +71,10 @@ def test_dtype_comes_from_the_weights_not_the_positional_tables():
     tables_first.update({k: v for k, v in weights.items() if not k.endswith("pos_encoder.pe")})
     assert next(iter(tables_first.values())).dtype == torch.float32
     assert detect_spec(tables_first).dtype == torch.float16
+
+
+@pytest.mark.parametrize("case", FAMILY_CASES, ids=lambda c: c.name)
+def test_motion_norm_pooling_per_family(case):
+    """Only AnimateDiff-SDXL's own motion norm pools over the frames of a video; independent of the UNet's."""
+    spec = detect_spec(build_case(case))
+    assert spec.motion_norm == ("video" if case.expected_family == "sdxl" else "frame")
