@@ -156,13 +156,14 @@ def freeinit_noise(
 class NoiseSource:
     """Stands in for the host's noise generator (A1111: ``p.rng``, anything with ``next()``).
 
-    Hands out ``first`` (when given) as the initial noise instead of a draw, records what the initial
-    noise was (``initial``), and delegates every later draw (ancestral / SDE noise) and every other
-    attribute to the wrapped generator.
+    Hands out ``first`` (when given) as the initial noise instead of a draw, or the draw passed through
+    ``transform`` (e.g. FreeNoise rescheduling), records what the initial noise was (``initial``), and
+    delegates every later draw (ancestral / SDE noise) and every other attribute to the wrapped generator.
     """
 
-    def __init__(self, rng: Any, first: torch.Tensor | None = None) -> None:
-        self.rng, self.first = rng, first
+    def __init__(self, rng: Any, first: torch.Tensor | None = None,
+                 transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+        self.rng, self.first, self.transform = rng, first, transform
         self.initial: torch.Tensor | None = None
 
     def next(self) -> torch.Tensor:
@@ -170,6 +171,8 @@ class NoiseSource:
             out, self.first = self.first, None
         else:
             out = self.rng.next()
+            if self.initial is None and self.transform is not None:
+                out = self.transform(out)
         if self.initial is None:
             self.initial = out
         return out

@@ -63,6 +63,8 @@ def _written(spec_name: str, params: AnimateDiffParams, img2img: bool) -> bool:
         return bool(params.video_source)
     if spec_name == "window_mode":  # written when not the default, so older entries stay as they were
         return params.window_mode != WindowMode.UNET
+    if spec_name == "freenoise":
+        return params.freenoise
     return not (spec.group == "freeinit" and spec_name != "freeinit_enable"
                 and not params.freeinit_enable)
 

@@ -337,6 +337,9 @@ FIELDS: tuple[FieldSpec, ...] = (
        "the UNet runs once per video over every frame and only the motion modules' attention is windowed "
        "(each frame's spatial layers run once per step: faster for long videos, memory grows with frames).",
        enum=WindowMode, infotext_key="window_mode", group="context"),
+    _f("freenoise", "bool", False, "FreeNoise",
+       "Long videos: frames past the first context window start from a shuffled copy of earlier frames' "
+       "noise (FreeNoise rescheduling), for steadier long clips.", infotext_key="freenoise", group="context"),
 )
 
 FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in FIELDS)

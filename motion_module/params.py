@@ -102,6 +102,7 @@ class AnimateDiffParams:
     request_id: str | None = None
     keep_audio: bool = True
     window_mode: WindowMode = WindowMode.UNET
+    freenoise: bool = False
 
     def __post_init__(self) -> None:
         for spec in FIELDS:

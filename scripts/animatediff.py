@@ -24,6 +24,7 @@ from modules.ui_components import InputAccordion, ToolButton
 from motion_module import controlnet, settings, ui_spec
 from motion_module import infotext as mm_infotext
 from motion_module.freeinit import FreeInitConfig, freeinit_sample
+from motion_module.freenoise import noise_source
 from motion_module.injection import level_channels
 from motion_module.latent_init import img2gif_latents
 from motion_module.model_files import list_motion_modules, model_root
@@ -53,7 +54,6 @@ def list_models() -> list[str]:
 @dataclass
 class Run:
     """Everything one AnimateDiff request needs, attached to its `p`."""
-
     params: AnimateDiffParams
     plan: RunPlan | None = None
     module: Any = None
@@ -144,6 +144,8 @@ def _sample(p: Any, run: Run, call: Any) -> Any:
                 patch.set_attribute(p, "sampler", sd_samplers.create_sampler(p.sampler_name, p.sd_model))
                 if len(p.init_images) == 1 and p.init_latent is not None:  # one image for all frames
                     _img2gif(p, run.params, patch)
+            if run.params.freenoise:  # the first draw of p.rng is the initial noise (txt2img and img2img)
+                patch.set_attribute(p, "rng", noise_source(p.rng, plan.context, plan.overlap, int(p.seeds[0])))
             result = _freeinit(p, run, patch, call) if run.params.freeinit_enable else call()
             if run.error is not None:
                 raise run.error

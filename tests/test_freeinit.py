@@ -154,3 +154,31 @@ def test_noise_source_hands_out_the_given_start_once_and_delegates():
     assert source.next() is first and source.initial is first and rng.draws == 0
     assert source.next().abs().sum() > 0 and rng.draws == 1 and source.initial is first
     assert source.shape == (2, 4, 2, 2)  # other attributes are the host generator's
+
+
+def test_freenoise_reschedules_frames_past_the_first_window():
+    from motion_module.freenoise import freenoise_noise, noise_source
+
+    noise = torch.randn(40, 4, 2, 2, generator=torch.Generator().manual_seed(3))
+    out = freenoise_noise(noise, context=16, overlap=4, seed=9)
+    assert torch.equal(out[:16], noise[:16]) and not torch.equal(out[16:], noise[16:])
+    first = {tuple(noise[i].flatten().tolist()) for i in range(16)}
+    assert all(tuple(out[i].flatten().tolist()) in first for i in range(40))  # only the first window's noise
+    for start in (16, 28):  # each block of context - overlap = 12 frames is a shuffle of the frames 16 earlier
+        block = {tuple(out[i].flatten().tolist()) for i in range(start, min(start + 12, 40))}
+        source = {tuple(out[i].flatten().tolist()) for i in range(start - 16, start - 4)}
+        assert block <= source and len(block) == min(12, 40 - start)
+    assert torch.equal(out, freenoise_noise(noise, 16, 4, seed=9))
+    assert not torch.equal(out, freenoise_noise(noise, 16, 4, seed=10))
+    short = noise[:16]
+    assert freenoise_noise(short, 16, 4, seed=9) is short  # a video within one window is left as it is
+    rng = CountingRng((40, 4, 2, 2))
+    source = noise_source(rng, 16, 4, seed=9)
+    start, later = source.next(), source.next()
+    assert torch.equal(start[20], start[start_index(start, 20)]) and source.initial is start and rng.draws == 2
+    assert all(not torch.equal(later[20], later[i]) for i in range(16))  # later draws are not rescheduled
+
+
+def start_index(noise: torch.Tensor, frame: int) -> int:
+    """The first-window frame whose noise ``frame`` repeats."""
+    return next(i for i in range(16) if torch.equal(noise[i], noise[frame]))

@@ -271,3 +271,11 @@ def test_motion_module_window_mode(api: WebUIClient) -> None:
         infos.append(json.loads(response["info"])["infotexts"][0])
     assert [len(gif_frames(g)) for g in gifs] == [12, 12] and gifs[0] != gifs[1]
     assert "window_mode" not in infos[0] and "window_mode: motion_module" in infos[1]
+
+
+def test_freenoise_reschedules_the_initial_noise(api: WebUIClient) -> None:
+    plain = api.post("/sdapi/v1/txt2img", ad_payload({"video_length": 12, "overlap": 2}))
+    free = api.post("/sdapi/v1/txt2img", ad_payload({"video_length": 12, "overlap": 2, "freenoise": True}))
+    assert len(gif_frames(videos(free)[0])) == 12 and videos(free)[0] != videos(plain)[0]
+    assert "freenoise: True" in json.loads(free["info"])["infotexts"][0]
+    assert "freenoise" not in json.loads(plain["info"])["infotexts"][0]
