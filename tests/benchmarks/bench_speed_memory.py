@@ -1,7 +1,8 @@
 """Speed and memory of one sampler step, as ratios (python -m tests.benchmarks.bench_speed_memory [--device cuda]).
 
 Rows (random weights: speed and memory do not depend on their values; batch = cond + uncond, 2 videos):
-  1. ours (ldm UNet + inserted motion modules) vs diffusers' UNetMotionModel, 16 frames, one window;
+  1. ours (ldm UNet + inserted motion modules) vs diffusers' UNetMotionModel, 16 frames, one window, and
+     diffusers' own motion overhead (UNetMotionModel / its bare UNet2DConditionModel) to compare with row 2;
   2. ours vs the bare UNet (the motion modules' overhead), 16 frames;
   3. window_mode motion_module vs unet at 64 frames (context 16, overlap 4);
   4. peak memory per frame count (16/32/64[/128]) in both modes: CUDA's max allocated on a GPU; on the CPU
@@ -79,7 +80,8 @@ def step(unet: torch.nn.Module, mm: MotionModule | None, frames: int, mode: str,
     return run
 
 
-def diffusers_step(args: argparse.Namespace, frames: int) -> Any:
+def diffusers_step(args: argparse.Namespace, frames: int, motion: bool = True) -> Any:
+    """diffusers' UNetMotionModel (``motion``) or its bare UNet2DConditionModel, same sizes, random weights."""
     from diffusers import MotionAdapter, UNet2DConditionModel, UNetMotionModel
 
     ch = args.channels
@@ -88,6 +90,11 @@ def diffusers_step(args: argparse.Namespace, frames: int) -> Any:
     adapter = MotionAdapter(motion_layers_per_block=2, block_out_channels=blocks, motion_max_seq_length=32,
                             motion_mid_block_layers_per_block=1, use_motion_mid_block=True)
     dtype = {"fp32": torch.float32, "fp16": torch.float16}[args.dtype]
+    if not motion:
+        bare = unet2d.to(args.device, dtype).eval()
+        flat = torch.randn(2 * frames, 4, args.size, args.size, device=args.device, dtype=dtype)
+        text = torch.randn(2 * frames, 77, 768, device=args.device, dtype=dtype)
+        return lambda: bare(flat, 500, encoder_hidden_states=text)
     model = UNetMotionModel.from_unet2d(unet2d, adapter).to(args.device, dtype).eval()
     x = torch.randn(2, 4, frames, args.size, args.size, device=args.device, dtype=dtype)
     c = torch.randn(2 * frames, 77, 768, device=args.device, dtype=dtype)  # per-frame rows, as diffusers expects
@@ -155,6 +162,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--frames", default="16,32,64,128", help="frame counts for the memory rows")
     parser.add_argument("--skip-diffusers", action="store_true")
+    parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--peak", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -168,12 +176,16 @@ def main() -> None:
         bare16 = timed(step(unet, None, 16, "unet", args), args.device, args.repeat)
         if not args.skip_diffusers:
             theirs = timed(diffusers_step(args, 16), args.device, args.repeat)
+            their_bare = timed(diffusers_step(args, 16, motion=False), args.device, args.repeat)
             row("ours / diffusers UNetMotionModel, 16 frames", ours16, theirs)
+            row("diffusers: motion / bare UNet2DCondition", theirs, their_bare)
         row("ours / bare UNet (module overhead), 16 frames", ours16, bare16)
         motion = timed(step(unet, mm, 64, "motion_module", args), args.device, args.repeat)
         whole = timed(step(unet, mm, 64, "unet", args), args.device, args.repeat)
         row("motion_module / unet windows, 64 frames", motion, whole)
     del unet, mm
+    if args.skip_memory:
+        return
     print(f"{'frames':>6} {'unet MiB':>9} {'motion_module MiB':>18}")
     for frames in (int(f) for f in args.frames.split(",")):
         print(f"{frames:>6} {peak_of('unet', frames, args):>9.0f} {peak_of('motion_module', frames, args):>18.0f}")
