@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
 import urllib.error
 import urllib.request
 from typing import Any
+
+from PIL import Image
 
 GENERATION_TIMEOUT_S = 300.0  # one request: a real model on a busy CPU is slow
 # Commas, emphasis brackets and > 75 tokens: A1111's prompt chunking and emphasis run on the tiny tokenizer.
@@ -83,3 +86,18 @@ def png_bytes(response: dict[str, Any]) -> list[bytes]:
 def infotexts(response: dict[str, Any]) -> list[str]:
     """The per-image infotexts (``info`` is a JSON string inside the JSON answer)."""
     return list(json.loads(response["info"])["infotexts"])
+
+
+def videos(response: dict[str, Any]) -> list[bytes]:
+    """The ``images`` of an AnimateDiff answer as raw bytes (videos first; see the README's API section)."""
+    return [base64.b64decode(item) for item in response["images"]]
+
+
+def gif_frames(data: bytes) -> list[Image.Image]:
+    """Every frame of a GIF (or WEBP), as RGB images."""
+    image = Image.open(io.BytesIO(data))
+    frames = []
+    for index in range(image.n_frames):
+        image.seek(index)
+        frames.append(image.convert("RGB").copy())
+    return frames

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from .client import WebUIClient, WebUIError, png_bytes, tiny_txt2img
-from .test_animatediff_api import _png_b64, ad_payload, api, module_dir, videos  # noqa: F401 - fixtures
+from .client import WebUIClient, WebUIError, png_bytes, tiny_txt2img, videos
+from .test_animatediff_api import _png_b64, ad_payload, api, module_dir  # noqa: F401 - fixtures
 
 
 def plain(api: WebUIClient) -> bytes:  # noqa: F811

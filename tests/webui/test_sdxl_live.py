@@ -24,7 +24,7 @@ from PIL import Image
 
 from tests.fixtures.motion_modules import build_state_dict, write_checkpoint
 
-from .client import WebUIClient, WebUIError, png_bytes, tiny_txt2img
+from .client import WebUIClient, WebUIError, gif_frames, png_bytes, tiny_txt2img, videos
 from .launcher import WebUISession
 
 TRAVEL = "masterpiece\n0: a calm sea\n4: a storm, lightning\nsunset"
@@ -78,18 +78,6 @@ def ad_payload(ad: dict[str, Any], **extra: Any) -> dict[str, Any]:
             "batch_size": 8, **ad}
     return tiny_txt2img(seed=7, alwayson_scripts={"AnimateDiff": {"args": [args]}}, **extra)
 
-
-def videos(response: dict[str, Any]) -> list[bytes]:
-    return [base64.b64decode(item) for item in response["images"]]
-
-
-def gif_frames(data: bytes) -> list[Image.Image]:
-    image = Image.open(io.BytesIO(data))
-    frames = []
-    for index in range(image.n_frames):
-        image.seek(index)
-        frames.append(image.convert("RGB").copy())
-    return frames
 
 
 def plain(api: WebUIClient) -> bytes:

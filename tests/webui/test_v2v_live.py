@@ -21,9 +21,9 @@ from PIL import Image
 
 from motion_module.video_metadata import ffmpeg_exe
 
-from .client import WebUIClient, WebUIError, png_bytes, tiny_txt2img
+from .client import WebUIClient, WebUIError, png_bytes, tiny_txt2img, videos
 from .launcher import WebUISession
-from .test_animatediff_api import api, module_dir, videos  # noqa: F401 - fixtures
+from .test_animatediff_api import api, module_dir  # noqa: F401 - fixtures
 from .test_controlnet_live import cn_model  # noqa: F401 - fixture
 
 SIZE = 64
