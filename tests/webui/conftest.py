@@ -59,6 +59,7 @@ from .launcher import (
 from .options import config_file, restore, snapshot
 
 HERE = Path(__file__).resolve().parent
+BATCH_TAB_ROUTE_NAME = "animatediff-test-batch-tab-route"
 SKIP_REASON = ("live-WebUI tier off: set ANIMATEDIFF_WEBUI_DIR=/path/to/stable-diffusion-webui (launches "
                "one) or ANIMATEDIFF_WEBUI_URL=http://127.0.0.1:7861 (uses a running one)")
 # A1111 1.10 restores a request's override_settings afterwards only for keys already in config.json
@@ -144,6 +145,8 @@ def _launch(tmp_root: Path) -> Iterator[WebUISession]:
         pytest.fail(str(exc), pytrace=False)
     if controlnet is not None:
         link_extension(data_dir, controlnet, CONTROLNET_NAME)
+    if source is not None:  # test-only: an API route for img2img's Batch tab (tests/webui/batch_tab_route)
+        link_extension(data_dir, HERE / "batch_tab_route", BATCH_TAB_ROUTE_NAME)
     mm_dir = data_dir / "models" / "AnimateDiff"
     mm_dir.mkdir(parents=True, exist_ok=True)
     motion_modules = build_motion_modules_hook(mm_dir)

@@ -198,3 +198,23 @@ def test_v2v_with_hires_fix_travel_and_either_batch_layout(api: WebUIClient, cn_
                   override_settings={"batch_cond_uncond": batch_cond_uncond})
     frames = _frames(api.post("/sdapi/v1/txt2img", payload))
     assert len(frames) == 8 and frames[0].shape == (96, 96, 3)  # the hires pass got its own (resized) hints
+
+
+def test_img2img_batch_tab_makes_one_video_of_the_folder(api: WebUIClient, cn_model: str,  # noqa: F811
+                                                         inputs: Path) -> None:
+    """The Batch tab's input folder: its images are the init frames of ONE video (not one clip per image), and
+    the frames of a ControlNet unit without an input."""
+    try:
+        api.post("/animatediff-test/img2img-batch", {})
+    except WebUIError as exc:
+        if "HTTP 404" in str(exc):
+            pytest.skip("the test-only batch-tab route is not installed in this WebUI")
+    folder = frames_folder(inputs / "batch-tab", 7)
+    ad = {"enable": True, "model": "tiny_v2.safetensors", "format": ["GIF"], "video_length": 0, "batch_size": 4}
+    payload = {"init_images": [_b64(frame(0))], "denoising_strength": 0.7, "prompt": "a bar", "steps": 2,
+               "width": SIZE, "height": SIZE, "seed": 5, "sampler_name": "Euler", "cfg_scale": 7,
+               "alwayson_scripts": {"AnimateDiff": {"args": [ad]}, "ControlNet": {"args": [unit(cn_model)]}}}
+    response = api.post("/animatediff-test/img2img-batch", {"input_dir": str(folder), "payload": payload})
+    gifs = videos(response)
+    assert len(gifs) == 1 and gif_length(gifs[0]) == 7  # one video, one frame per image in the folder
+    assert "video_length: 7" in json.loads(response["info"])["infotexts"][0]
