@@ -65,6 +65,8 @@ def _written(spec_name: str, params: AnimateDiffParams, img2img: bool) -> bool:
         return params.window_mode != WindowMode.UNET
     if spec_name == "freenoise":
         return params.freenoise
+    if spec_name == "motion_scale":
+        return params.motion_scale != 1.0
     return not (spec.group == "freeinit" and spec_name != "freeinit_enable"
                 and not params.freeinit_enable)
 

@@ -51,6 +51,7 @@ class FrameState:
         self.max_frames = max_frames
         self._window = 0
         self.temporal: TemporalWindows | None = None
+        self.scale = 1.0  # motion scale: each module's residual (output - input) is multiplied by it
         self.window = window
 
     @property
@@ -83,9 +84,13 @@ class InsertedTemporal(nn.Module):
         object.__setattr__(self, "_state", state)  # not a submodule, not a parameter
 
     def forward(self, x: Tensor) -> Tensor:
+        out = self._windowed(x) if self._state.temporal is not None else self.module(x, self._state.window)
+        scale = self._state.scale
+        return out if scale == 1.0 else x + (out - x) * scale
+
+    def _windowed(self, x: Tensor) -> Tensor:
         state = self._state
-        if state.temporal is None:
-            return self.module(x, state.window)
+        assert state.temporal is not None
         frames, out = state.window, torch.zeros_like(x)
         videos = x.shape[0] // frames
         by_length: dict[int, list[int]] = {}
@@ -275,6 +280,10 @@ class Injection:
     def set_window(self, value: int) -> None:
         """Callable form of the setter (for ``sampling.windowed_denoise(set_window=...)``)."""
         self._state.window = value
+
+    def set_motion_scale(self, scale: float) -> None:
+        """Multiply every module's residual (its output minus its input) by ``scale`` (1: as trained)."""
+        self._state.scale = float(scale)
 
     def set_temporal_windows(self, temporal: TemporalWindows | None) -> None:
         """Motion-module windows for the following calls (None: the modules see each call's rows whole)."""

@@ -281,11 +281,16 @@ def _file_key(path: str | os.PathLike[str]) -> tuple[str, int, int]:
 
 
 def load_for_unet(path: str | os.PathLike[str], base: str, channels: Sequence[int], *, name: str | None = None,
-                  device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> MotionModule:
-    """The (cached) module of ``path`` for a UNet of ``base``/``channels`` (see :func:`check_compatible`),
-    checked from the file's header before any weight is read."""
+                  device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
+                  cached: bool = True) -> MotionModule:
+    """The module of ``path`` for a UNet of ``base``/``channels`` (see :func:`check_compatible`), checked from
+    the file's header before any weight is read; through the cache, or (``cached`` False) read afresh and
+    the cache emptied, so that nothing stays in memory after the caller drops it."""
     check_compatible(detect_spec(read_state_dict(path, meta=True)), base, channels, name=name)
-    return load_motion_module_cached(path, device=device, dtype=dtype)
+    if cached:
+        return load_motion_module_cached(path, device=device, dtype=dtype)
+    clear_cache()
+    return load_motion_module(path, device=device, dtype=dtype)
 
 
 def load_motion_module_cached(

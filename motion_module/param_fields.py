@@ -340,6 +340,10 @@ FIELDS: tuple[FieldSpec, ...] = (
     _f("freenoise", "bool", False, "FreeNoise",
        "Long videos: frames past the first context window start from a shuffled copy of earlier frames' "
        "noise (FreeNoise rescheduling), for steadier long clips.", infotext_key="freenoise", group="context"),
+    _f("motion_scale", "float", 1.0, "Motion scale",
+       "Multiplies what each motion module adds to the UNet (its output minus its input): 1 = as trained, "
+       "0 = the motion modules have no effect, above 1 = stronger motion.", minimum=0, maximum=2, step=0.05,
+       infotext_key="motion_scale"),
 )
 
 FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in FIELDS)

@@ -103,6 +103,7 @@ class AnimateDiffParams:
     keep_audio: bool = True
     window_mode: WindowMode = WindowMode.UNET
     freenoise: bool = False
+    motion_scale: float = 1.0
 
     def __post_init__(self) -> None:
         for spec in FIELDS:

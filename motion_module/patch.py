@@ -146,17 +146,19 @@ def schedule_tensor(alphas_cumprod: Tensor, like: Tensor) -> Tensor:
 
 @contextmanager
 def animatediff_patch(host: Host, motion_module: MotionModule, window: int,
-                      alphas_cumprod: Tensor | None = None) -> Iterator[HostPatch]:
+                      alphas_cumprod: Tensor | None = None, motion_scale: float = 1.0) -> Iterator[HostPatch]:
     """All host changes of one AnimateDiff run; undone in reverse order when the block ends.
 
     ``window``: frames per video of the first UNet call (the context length; the yielded handle's
     ``injection.set_window`` changes it per call). ``alphas_cumprod`` (length T, e.g. from
     ``schedules.alphas_cumprod``) is set on both ``alphas_cumprod`` and, when present,
-    ``alphas_cumprod_original`` of ``host.schedule_owner``.
+    ``alphas_cumprod_original`` of ``host.schedule_owner``. ``motion_scale``: see
+    ``Injection.set_motion_scale``.
     """
     with ExitStack() as stack:
         injection = stack.enter_context(injected(host.unet, motion_module, window,
                                                  groupnorm_cls=host.groupnorm_cls))
+        injection.set_motion_scale(motion_scale)
         owner = host.schedule_owner
         if alphas_cumprod is not None and owner is not None:
             fields = {"alphas_cumprod": schedule_tensor(alphas_cumprod, owner.alphas_cumprod)}

@@ -235,11 +235,11 @@ class Prepared:
 
 def prepare_request(params: AnimateDiffParams, *, model_root: Path, base: str, channels: Sequence[int], prompt: str,
                     n_iter: int, img2img: bool, steps: int, sampler: str, scheduler: str, cfg_scale: float,
-                    device: Any = "cpu", dtype: torch.dtype | None = None) -> Prepared:
+                    device: Any = "cpu", dtype: torch.dtype | None = None, cached: bool = True) -> Prepared:
     """Resolve and load the motion module for a UNet of ``base``/``channels`` (checked from the file's header
     first), plan the run and write its infotext. ``n_iter``: videos of the request (per-frame prompts repeat)."""
     path, name = resolve_motion_module(model_root, params.model)
-    module = load_for_unet(path, base, channels, name=name, device=device, dtype=dtype)
+    module = load_for_unet(path, base, channels, name=name, device=device, dtype=dtype, cached=cached)
     plan = plan_run(params, module.spec, prompt)
     spec = module.spec
     infotext = to_infotext(params, model=name, model_hash=short_hash(path), family=spec.family,

@@ -45,6 +45,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("animatediff_webm_crf", 32, "WEBM (VP9) CRF (0 best - 63 worst)", "slider", 0, 63),
     Setting("animatediff_webp_quality", 80, "WEBP quality", "slider", 1, 100),
     Setting("animatediff_webp_lossless", False, "WEBP lossless", "bool"),
+    Setting("animatediff_keep_models", True, "Keep motion modules in memory between requests (off: each request "
+            "loads its module and frees it afterwards; a changed file is always re-read)", "bool"),
     Setting("animatediff_max_rows", 0, "Frames per UNet call across windows (0: one window per call)", "number"),
     Setting("animatediff_s3_enable", False, "Upload videos to S3-compatible storage", "bool"),
     Setting("animatediff_s3_endpoint", "", "S3 endpoint URL (http:// or https://)"),

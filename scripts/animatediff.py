@@ -102,7 +102,7 @@ def _prepare(p: Any, run: Run) -> None:
     _video_input(p, run)
     prompt = p.prompt if isinstance(p.prompt, str) else ""
     ready = prepare_request(
-        run.params, model_root=models_root(),
+        run.params, model_root=models_root(), cached=bool(opt("animatediff_keep_models")),
         base="sdxl" if getattr(p.sd_model, "is_sdxl", False) else "sd15", prompt=prompt, n_iter=p.n_iter,
         channels=level_channels(p.sd_model.model.diffusion_model), img2img=host.img2img, steps=int(p.steps or 20),
         sampler=str(p.sampler_name or ""), scheduler=str(getattr(p, "scheduler", "") or ""),
@@ -135,8 +135,8 @@ def _wrap_sample(p: Any) -> None:
 def _sample(p: Any, run: Run, call: Any) -> Any:
     plan = run.plan
     assert plan is not None
-    host = Host(unet=p.sd_model.model.diffusion_model, schedule_owner=p.sd_model)
-    with animatediff_patch(host, run.module, plan.context, plan.schedule.alphas_cumprod()) as patch:
+    host, scale = Host(unet=p.sd_model.model.diffusion_model, schedule_owner=p.sd_model), plan.params.motion_scale
+    with animatediff_patch(host, run.module, plan.context, plan.schedule.alphas_cumprod(), scale) as patch:
         run.patch, run.hints = patch, None
         try:
             if isinstance(p, StableDiffusionProcessingImg2Img):

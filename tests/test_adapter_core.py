@@ -146,3 +146,17 @@ def test_input_roots(tmp_path: Path):
     assert roots == [tmp_path / "data", Path(tempfile.gettempdir()) / "gradio", tmp_path / "uploads", tmp_path / "a",
                      tmp_path / "b"]
     assert settings.input_roots(lambda k, d: d, tmp_path) == [tmp_path, Path(tempfile.gettempdir()) / "gradio"]
+
+
+def test_modules_loaded_without_the_cache_are_fresh_and_the_cache_is_emptied(tmp_path: Path):
+    from motion_module import loading
+    from tests.fixtures.motion_modules import build_state_dict, write_checkpoint
+
+    path = tmp_path / "m.safetensors"
+    write_checkpoint(path, build_state_dict("v2", seed=1), "safetensors")
+    channels = (32, 64, 128, 128)
+    cached = loading.load_for_unet(path, "sd15", channels)
+    assert loading.load_for_unet(path, "sd15", channels) is cached
+    fresh = loading.load_for_unet(path, "sd15", channels, cached=False)
+    assert fresh is not cached and loading.load_for_unet(path, "sd15", channels) is not cached  # emptied
+    assert settings.DEFAULTS["animatediff_keep_models"] is True

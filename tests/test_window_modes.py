@@ -83,3 +83,20 @@ def test_motion_module_windows_run_long_videos_past_the_positional_table(unet: t
     assert torch.isfinite(out).all() and out.shape == whole.shape
     assert not torch.equal(out, whole)  # spatial layers see different batches (V1's GroupNorm pools all frames)
     assert per_step[0][0] == 2 * 40
+
+
+def test_motion_scale_multiplies_each_modules_residual(unet: torch.nn.Module) -> None:
+    from motion_module.patch import Host, animatediff_patch
+
+    x, t, c = unet_inputs(8)
+    with torch.no_grad():
+        bare = unet(x, t, c)
+        outs = {}
+        for scale in (0.0, 1.0, 2.0):
+            with animatediff_patch(Host(unet), make_mm("v2"), 8, motion_scale=scale):
+                outs[scale] = unet(x, t, c)
+        with injected(unet, make_mm("v2"), 8):
+            default = unet(x, t, c)
+    assert torch.equal(outs[0.0], bare)  # no motion-module effect at all (V2: no cross-frame GroupNorm)
+    assert torch.equal(outs[1.0], default)  # 1 = exactly the modules as trained
+    assert not torch.equal(outs[2.0], outs[1.0]) and torch.isfinite(outs[2.0]).all()

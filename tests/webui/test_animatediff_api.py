@@ -267,3 +267,17 @@ def test_freenoise_reschedules_the_initial_noise(api: WebUIClient) -> None:
     assert len(gif_frames(videos(free)[0])) == 12 and videos(free)[0] != videos(plain)[0]
     assert "freenoise: True" in json.loads(free["info"])["infotexts"][0]
     assert "freenoise" not in json.loads(plain["info"])["infotexts"][0]
+
+
+def test_motion_scale_and_loading_without_the_cache(api: WebUIClient) -> None:
+    full = api.post("/sdapi/v1/txt2img", ad_payload({"video_length": 6}))
+    calm = api.post("/sdapi/v1/txt2img", ad_payload({"video_length": 6, "motion_scale": 0.5}))
+    assert videos(calm)[0] != videos(full)[0]
+    assert "motion_scale: 0.5" in json.loads(calm["info"])["infotexts"][0]
+    assert "motion_scale" not in json.loads(full["info"])["infotexts"][0]
+    api.post("/sdapi/v1/options", {"animatediff_keep_models": False})
+    try:
+        again = api.post("/sdapi/v1/txt2img", ad_payload({"video_length": 6}))
+    finally:
+        api.post("/sdapi/v1/options", {"animatediff_keep_models": True})
+    assert videos(again)[0] == videos(full)[0]  # a module read afresh gives the same video
