@@ -67,6 +67,8 @@ def _written(spec_name: str, params: AnimateDiffParams, img2img: bool) -> bool:
         return params.freenoise
     if spec_name == "motion_scale":
         return params.motion_scale != 1.0
+    if spec_name == "motion_scale_keyframes":
+        return bool(params.motion_scale_keyframes)
     return not (spec.group == "freeinit" and spec_name != "freeinit_enable"
                 and not params.freeinit_enable)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import types
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .errors import IncompatibleModelError, TooManyFramesError
+from .instance_forward import wrap_instance_forward
 from .model import MotionModule, TemporalModule
 
 
@@ -33,6 +34,7 @@ class TemporalWindows:
 
     windows: tuple[tuple[int, ...], ...]
     weights: tuple[Tensor, ...]
+    chunk: int | None = None  # rows per spatial-layer call (None: all rows at once); see frame_chunks
 
     @property
     def longest(self) -> int:
@@ -52,6 +54,8 @@ class FrameState:
         self._window = 0
         self.temporal: TemporalWindows | None = None
         self.scale = 1.0  # motion scale: each module's residual (output - input) is multiplied by it
+        self.frame_scales: Tensor | None = None  # per video frame (keyframes); then row_scales per call
+        self.row_scales: Tensor | None = None
         self.window = window
 
     @property
@@ -84,26 +88,31 @@ class InsertedTemporal(nn.Module):
         object.__setattr__(self, "_state", state)  # not a submodule, not a parameter
 
     def forward(self, x: Tensor) -> Tensor:
-        out = self._windowed(x) if self._state.temporal is not None else self.module(x, self._state.window)
-        scale = self._state.scale
-        return out if scale == 1.0 else x + (out - x) * scale
+        state = self._state
+        out = self._windowed(x) if state.temporal is not None else self.module(x, state.window)
+        if state.frame_scales is not None:
+            if state.row_scales is None or state.row_scales.numel() != x.shape[0]:
+                raise RuntimeError(f"per-frame motion scales: the frames of this {x.shape[0]}-row UNet call were "
+                                   "not named (Injection.select_frames)")
+            return x + (out - x) * state.row_scales.to(x.device, x.dtype).view(-1, *([1] * (x.dim() - 1)))
+        return out if state.scale == 1.0 else x + (out - x) * state.scale
 
     def _windowed(self, x: Tensor) -> Tensor:
         state = self._state
         assert state.temporal is not None
-        frames, out = state.window, torch.zeros_like(x)
+        frames, temporal = state.window, state.temporal
         videos = x.shape[0] // frames
         by_length: dict[int, list[int]] = {}
-        for number, window in enumerate(state.temporal.windows):
+        for number, window in enumerate(temporal.windows):
             by_length.setdefault(len(window), []).append(number)
-        for length, numbers in by_length.items():  # windows of one length: one module call for all of them
+        groups = []
+        for length, numbers in by_length.items():  # windows of one length: one batch of sequences
             rows = torch.tensor([v * frames + f for n in numbers for v in range(videos)
-                                 for f in state.temporal.windows[n]], device=x.device)
-            scale = torch.cat([state.temporal.weights[n].repeat(videos) for n in numbers])
-            fused = self.module(x.index_select(0, rows), length) * scale.to(x.device, x.dtype).view(
-                -1, *([1] * (x.dim() - 1)))
-            out.index_add_(0, rows, fused)
-        return out
+                                 for f in temporal.windows[n]], device=x.device)
+            weights = torch.cat([temporal.weights[n].repeat(videos) for n in numbers]).to(x.device)
+            groups.append((length, rows, weights))
+        budget = None if temporal.chunk is None else temporal.chunk * x.shape[-2] * x.shape[-1]
+        return self.module.temporal_transformer.windowed(x, groups, budget)
 
     def extra_repr(self) -> str:
         return f"site={self.site}"
@@ -256,6 +265,62 @@ def _put_back(saved: list[tuple[nn.Module, dict[str, Any]]]) -> None:
     saved.clear()
 
 
+def spatial_layers(unet: nn.Module, skip_groupnorm: bool = False) -> list[nn.Module]:
+    """The UNet's per-frame layers: every layer of its input, middle and output blocks except inserted
+    motion modules. ``skip_groupnorm``: leave out layers holding a GroupNorm32 (pooled across frames then)."""
+    blocks = [*unet.input_blocks, unet.middle_block, *unet.output_blocks]  # type: ignore[misc, attr-defined]
+    layers = [layer for block in blocks for layer in block if not isinstance(layer, InsertedTemporal)]
+    if skip_groupnorm:
+        layers = [layer for layer in layers if not any(_kind(m) == "GroupNorm32" for m in layer.modules())]
+    return layers
+
+
+def _rows_of(value: Any, rows: int, part: slice) -> Any:
+    if isinstance(value, Tensor) and value.dim() > 0 and value.shape[0] == rows:
+        return value[part]
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, Tensor) for v in value):
+        return type(value)(_rows_of(v, rows, part) for v in value)
+    return value
+
+
+def _chunked(inner: Callable[..., Tensor], state: FrameState) -> Callable[..., Tensor]:
+    """``inner`` over ``state.temporal.chunk`` rows at a time: every per-row argument (x, emb, context) is
+    sliced alike and the outputs are written into one tensor. A pass-through without motion-module windows."""
+    def forward(x: Tensor, *args: Any, **kwargs: Any) -> Tensor:
+        chunk = None if state.temporal is None else state.temporal.chunk
+        rows = x.shape[0]
+        if chunk is None or rows <= chunk:
+            return inner(x, *args, **kwargs)
+        out: Tensor | None = None
+        for start in range(0, rows, chunk):
+            part = slice(start, min(start + chunk, rows))
+            y = inner(x[part], *(_rows_of(a, rows, part) for a in args),
+                      **{k: _rows_of(v, rows, part) for k, v in kwargs.items()})
+            if out is None:
+                out = y.new_empty((rows, *y.shape[1:]))
+            out[part] = y
+        assert out is not None
+        return out
+
+    return forward
+
+
+@contextmanager
+def frame_chunks(unet: nn.Module, state: FrameState, skip_groupnorm: bool = False) -> Iterator[int]:
+    """Under motion-module windows (``state.temporal`` with a ``chunk``), the UNet's spatial layers run over
+    ``chunk`` rows at a time, so their transient memory (attention, feed-forward, convolutions) stays that of
+    a ``chunk``-frame call however long the video; only the residual stream and skips hold every frame.
+    Layers pooling GroupNorm across frames (V1/HotShot: ``skip_groupnorm``) keep whole calls."""
+    undo: list[Callable[[], None]] = []
+    try:
+        for layer in spatial_layers(unet, skip_groupnorm):
+            undo.append(wrap_instance_forward(layer, lambda inner: _chunked(inner, state)))
+        yield len(undo)
+    finally:
+        for step in reversed(undo):
+            step()
+
+
 _ACTIVE: weakref.WeakSet[nn.Module] = weakref.WeakSet()
 
 
@@ -281,9 +346,20 @@ class Injection:
         """Callable form of the setter (for ``sampling.windowed_denoise(set_window=...)``)."""
         self._state.window = value
 
-    def set_motion_scale(self, scale: float) -> None:
-        """Multiply every module's residual (its output minus its input) by ``scale`` (1: as trained)."""
-        self._state.scale = float(scale)
+    def set_motion_scale(self, scale: float | Sequence[float]) -> None:
+        """Multiply every module's residual (its output minus its input) by ``scale`` (1: as trained), or by
+        one scale per video frame (a sequence): then ``select_frames`` must name each call's frames."""
+        state = self._state
+        state.row_scales = None
+        if isinstance(scale, (int, float)):
+            state.scale, state.frame_scales = float(scale), None
+        else:
+            state.scale, state.frame_scales = 1.0, torch.tensor([float(s) for s in scale], dtype=torch.float64)
+
+    def select_frames(self, rows: list[int]) -> None:
+        """The video frame of each row of the next UNet call (per-frame motion scales; else a no-op)."""
+        scales = self._state.frame_scales
+        self._state.row_scales = None if scales is None else scales[torch.tensor(rows, dtype=torch.long)]
 
     def set_temporal_windows(self, temporal: TemporalWindows | None) -> None:
         """Motion-module windows for the following calls (None: the modules see each call's rows whole)."""
@@ -353,7 +429,9 @@ def injected(unet: nn.Module, motion_module: MotionModule, window: int,
         stack.callback(insert(sites, motion_module, state))
         if motion_module.spec.cross_frame_groupnorm:
             stack.enter_context(cross_frame_groupnorm(unet, state, groupnorm_cls))
+        stack.enter_context(frame_chunks(unet, state, motion_module.spec.cross_frame_groupnorm))
         yield Injection(motion_module, state, [site.name for site in sites])
 
 
-__all__ = ["FrameState", "Injection", "cross_frame_groupnorm", "injected", "insert", "level_channels", "plan_sites"]
+__all__ = ["FrameState", "Injection", "cross_frame_groupnorm", "frame_chunks", "injected", "insert", "level_channels",
+           "plan_sites", "spatial_layers"]

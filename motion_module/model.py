@@ -130,20 +130,62 @@ class TemporalTransformer(nn.Module):
         self.transformer_blocks = nn.ModuleList([TemporalTransformerBlock(dim, max_len)])
         self.proj_out = nn.Linear(dim, dim)
 
-    def forward(self, x: Tensor, num_frames: int) -> Tensor:
+    def forward(self, x: Tensor, num_frames: int, budget: int | None = None) -> Tensor:
+        """``budget``: at most this many (position, frame) tokens go through the layers at once; positions
+        are independent sequences, so the result is the same and only the transient memory is bounded."""
         rows, c, h, w = x.shape
         if num_frames < 1 or rows % num_frames:
             raise ValueError(f"{rows} rows cannot be split into videos of {num_frames} frames")
-        videos = rows // num_frames
-        # (B*F, C, H, W) -> (B*H*W, F, C): every spatial position of every video is one sequence.
-        seq = self._normalise(x, videos).view(videos, num_frames, c, h, w).permute(0, 3, 4, 1, 2)
-        seq = self.proj_in(seq.reshape(videos * h * w, num_frames, c))
+        videos, positions = rows // num_frames, h * w
+        step = positions if budget is None else max(1, budget // rows)
+        # (B*F, C, H, W) -> (B, H*W, F, C): every spatial position of every video is one sequence.
+        seq = self._normalise(x, videos).view(videos, num_frames, c, positions).permute(0, 3, 1, 2)
+        if step >= positions:
+            body = self._body(seq.reshape(videos * positions, num_frames, c))
+            # the residual add reads the permuted view directly: one pass, no separate copy back
+            out = x.view(videos, num_frames, c, h, w) + body.view(videos, h, w, num_frames, c).permute(0, 3, 4, 1, 2)
+            return out.view(rows, c, h, w)
+        out = x.clone().view(videos, num_frames, c, positions)
+        for start in range(0, positions, step):
+            part = seq[:, start : start + step]
+            body = self._body(part.reshape(-1, num_frames, c)).view(videos, part.shape[1], num_frames, c)
+            out[..., start : start + step] += body.permute(0, 2, 3, 1)
+        return out.view(rows, c, h, w)
+
+    def windowed(self, x: Tensor, groups: list[tuple[int, Tensor, Tensor]], budget: int | None = None) -> Tensor:
+        """Motion-module windows: ``x + sum_w weight_w * body(window w)`` for ``x: (rows, C, H, W)``.
+
+        ``groups``: per window length, ``(length, rows, weights)``: the rows of ``x`` forming its windows
+        (``length`` consecutive entries per window) and one fusion weight per entry (the weights of a row
+        sum to 1 over its windows). Only ``x``, the output and (per-frame norm) one normalised copy are
+        full size; the layers see at most ``budget`` tokens at once over all windows of a position chunk.
+        """
+        rows, c, h, w = x.shape
+        positions = h * w
+        out = x.clone().view(rows, c, positions)
+        normed = None if self.per_video else self.norm(x).view(rows, c, positions)  # per frame: any window
+        # per video (AnimateDiff-SDXL): the statistics are those of each window, as in a whole-UNet call
+        sources = [normed if normed is not None else
+                   self._normalise(x.index_select(0, index), index.numel() // length).view(-1, c, positions)
+                   for length, index, _ in groups]
+        tokens = sum(index.numel() for _, index, _ in groups)
+        step = positions if budget is None else max(1, budget // tokens)
+        for start in range(0, positions, step):
+            stop = min(start + step, positions)
+            for (length, index, weights), source in zip(groups, sources):
+                part = (source.index_select(0, index) if normed is not None else source)[:, :, start:stop]
+                windows = index.numel() // length
+                seq = part.reshape(windows, length, c, stop - start).permute(0, 3, 1, 2)
+                body = self._body(seq.reshape(-1, length, c)).view(windows, stop - start, length, c)
+                body = body.permute(0, 2, 3, 1).reshape(index.numel(), c, stop - start)
+                out[:, :, start:stop].index_add_(0, index, body * weights.to(body.dtype).view(-1, 1, 1))
+        return out.view(rows, c, h, w)
+
+    def _body(self, seq: Tensor) -> Tensor:
+        seq = self.proj_in(seq)
         for block in self.transformer_blocks:
             seq = block(seq)
-        seq = self.proj_out(seq)
-        # the residual add reads the permuted view directly: one pass, no separate copy back to (B*F, C, H, W)
-        out = x.view(videos, num_frames, c, h, w) + seq.view(videos, h, w, num_frames, c).permute(0, 3, 4, 1, 2)
-        return out.view(rows, c, h, w)
+        return self.proj_out(seq)
 
     def _normalise(self, x: Tensor, videos: int) -> Tensor:
         if not self.per_video:
@@ -163,8 +205,8 @@ class TemporalModule(nn.Module):
         super().__init__()
         self.temporal_transformer = TemporalTransformer(dim, max_len, per_video)
 
-    def forward(self, x: Tensor, num_frames: int) -> Tensor:
-        return self.temporal_transformer(x, num_frames)
+    def forward(self, x: Tensor, num_frames: int, budget: int | None = None) -> Tensor:
+        return self.temporal_transformer(x, num_frames, budget)
 
 
 class MotionBlock(nn.Module):

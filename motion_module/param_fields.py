@@ -14,6 +14,7 @@ from typing import Any
 
 from . import param_coerce as pc
 from .errors import ParameterError
+from .motion_scale import keyframes_text, parse_keyframes
 
 
 class OutputFormat(str, Enum):
@@ -92,7 +93,7 @@ class PromptInterpolation(str, Enum):
     LERP = "lerp"
 
 
-KINDS = ("bool", "int", "float", "choice", "formats", "model", "path", "request_id", "image")
+KINDS = ("bool", "int", "float", "choice", "formats", "model", "path", "request_id", "image", "keyframes")
 CONTEXT_MAX = 64
 _FILM_REASON = ("FILM frame interpolation is not part of this extension; set interp to 'Off' "
                 "(or leave it out) and interpolate the saved video with an external tool.")
@@ -173,6 +174,12 @@ class FieldSpec:
             return pc.coerce_request_id(self.name, value)
         if self.kind == "image":
             return pc.coerce_image(self.name, value)
+        if self.kind == "keyframes":
+            if value is None:
+                return ""
+            if not isinstance(value, str):
+                raise ParameterError(self.name, f"expected text like '0: 1, 16: 0.5', got {pc.describe(value)}")
+            return keyframes_text(parse_keyframes(value))
         raise ParameterError(self.name, f"internal error: unknown kind {self.kind!r}")
 
     def to_ui(self, value: Any) -> Any:
@@ -216,7 +223,8 @@ class FieldSpec:
         return {"model": "file name relative to the model folder; \"\" = automatic",
                 "path": "server path or null",
                 "request_id": "1-64 of A-Z a-z 0-9 _ -; \"\"/null = none",
-                "image": "base64 PNG/JPEG (data: URL allowed) or null"}[self.kind]
+                "image": "base64 PNG/JPEG (data: URL allowed) or null",
+                "keyframes": "\"frame: scale\" pairs (scale 0..2), e.g. \"0: 1, 16: 0.5\"; \"\" = none"}[self.kind]
 
 
 def _f(name: str, kind: str, default: Any, label: str, help: str, **kw: Any) -> FieldSpec:
@@ -344,6 +352,11 @@ FIELDS: tuple[FieldSpec, ...] = (
        "Multiplies what each motion module adds to the UNet (its output minus its input): 1 = as trained, "
        "0 = the motion modules have no effect, above 1 = stronger motion.", minimum=0, maximum=2, step=0.05,
        infotext_key="motion_scale"),
+    _f("motion_scale_keyframes", "keyframes", "", "Motion scale keyframes",
+       "A motion scale per frame, e.g. '0: 1, 16: 0.4, 31: 1.2' (frame: scale, frames from 0), linear between "
+       "keyframes and held before the first and after the last (closed loops R+P/A past one window wrap "
+       "around); replaces Motion scale when given. Empty = Motion scale for every frame.",
+       infotext_key="motion_scale_keyframes", xyz=False),
 )
 
 FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in FIELDS)

@@ -104,6 +104,7 @@ class AnimateDiffParams:
     window_mode: WindowMode = WindowMode.UNET
     freenoise: bool = False
     motion_scale: float = 1.0
+    motion_scale_keyframes: str = ""
 
     def __post_init__(self) -> None:
         for spec in FIELDS:

@@ -19,9 +19,8 @@ very same objects (or their absence).
 
 from __future__ import annotations
 
-import logging
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -29,12 +28,11 @@ from typing import Any, TypeVar
 from torch import Tensor, nn
 
 from .injection import Injection, injected
+from .instance_forward import Forward, wrap_instance_forward
 from .model import MotionModule
 
-logger = logging.getLogger("animatediff")
 _MISSING = object()
 T = TypeVar("T")
-Forward = Callable[..., Any]
 
 
 @dataclass(frozen=True)
@@ -101,41 +99,15 @@ class HostPatch:
         self.enter(swap_attributes(obj, **{name: value}))
 
     def wrap_forward(self, module: Any, make: Callable[[Forward], Forward]) -> bool:
-        """Give ``module`` the instance-level forward ``make(current_forward)`` until the block ends.
-
-        ``current_forward`` is what ``module.forward`` is now: the class's method, or a wrapper another
-        extension installed on the instance (ours then runs on top of it and calls it: chained). On
-        exit the previous instance attribute is put back exactly. If yet another wrapper was installed
-        on top of ours meanwhile, it is left in place and ours turns into a pass-through to
-        ``current_forward``, so neither extension is cut out. Returns False (and changes nothing) when
-        this block already wrapped ``module``.
+        """Give ``module`` the instance-level forward ``make(current_forward)`` until the block ends
+        (:func:`instance_forward.wrap_instance_forward`: chained over another extension's wrapper and put
+        back exactly). Returns False (and changes nothing) when this block already wrapped ``module``.
         """
         stack = self._open()
         if module in self._wrapped:
             return False
-        previous = module.__dict__.get("forward", _MISSING)
-        inner: Forward = module.forward
-        ours = make(inner)
-        active = True
-
-        def forward(*args: Any, **kwargs: Any) -> Any:
-            return ours(*args, **kwargs) if active else inner(*args, **kwargs)
-
-        def undo() -> None:
-            nonlocal active
-            active = False
-            if module.__dict__.get("forward") is not forward:
-                logger.warning("AnimateDiff: %s.forward was wrapped again by another extension during the "
-                               "run; its wrapper stays and AnimateDiff's now passes through",
-                               type(module).__name__)
-            elif previous is _MISSING:
-                del module.__dict__["forward"]
-            else:
-                module.__dict__["forward"] = previous
-
-        object.__setattr__(module, "forward", forward)
+        stack.callback(wrap_instance_forward(module, make))
         self._wrapped.add(module)
-        stack.callback(undo)
         return True
 
 
@@ -146,7 +118,8 @@ def schedule_tensor(alphas_cumprod: Tensor, like: Tensor) -> Tensor:
 
 @contextmanager
 def animatediff_patch(host: Host, motion_module: MotionModule, window: int,
-                      alphas_cumprod: Tensor | None = None, motion_scale: float = 1.0) -> Iterator[HostPatch]:
+                      alphas_cumprod: Tensor | None = None,
+                      motion_scale: float | Sequence[float] = 1.0) -> Iterator[HostPatch]:
     """All host changes of one AnimateDiff run; undone in reverse order when the block ends.
 
     ``window``: frames per video of the first UNet call (the context length; the yielded handle's

@@ -7,6 +7,7 @@ each frame gets, which ``alphas_cumprod`` to install. Nothing here touches WebUI
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from .injection import TemporalWindows
 from .loading import load_for_unet, short_hash
 from .model import MotionModule
 from .model_files import resolve_motion_module
+from .motion_scale import frame_scales, parse_keyframes
 from .param_fields import BetaSchedule, ClosedLoop, WindowMode
 from .params import AnimateDiffParams
 from .prompts import (
@@ -35,6 +37,7 @@ from .schedules import FAMILY_SCHEDULES, ScheduleSpec, context_windows
 from .spec import MotionModuleSpec
 
 Denoiser = Callable[[Tensor, Any, Any], Tensor]
+logger = logging.getLogger("animatediff")
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,11 @@ class RunPlan:
     def ping_pong(self) -> bool:
         """Mode A on a video no longer than the context: play it forward, then backward."""
         return self.params.closed_loop == ClosedLoop.A and self.frames <= self.context
+
+    def motion_scales(self) -> float | tuple[float, ...]:
+        """``motion_scale``, or one scale per frame from ``motion_scale_keyframes`` (``motion_scale.py``)."""
+        keys = parse_keyframes(self.params.motion_scale_keyframes)
+        return frame_scales(keys, self.frames, self.cyclic) if keys else self.params.motion_scale
 
     def windows(self, step: int) -> list[list[int]]:
         """Context windows for sampler call ``step`` (one window of all frames when they fit)."""
@@ -91,15 +99,18 @@ class RunPlan:
     def denoise(self, denoiser: Denoiser, x: Tensor, sigma: Any, cond: Any, *, step: int,
                 set_window: Callable[[int], None], max_rows: int | None = None,
                 on_frames: Callable[[list[int]], None] | None = None,
-                set_temporal: Callable[[TemporalWindows | None], None] | None = None) -> Tensor:
+                set_temporal: Callable[[TemporalWindows | None], None] | None = None,
+                set_frames: Callable[[list[int]], None] | None = None) -> Tensor:
         """Run ``denoiser`` over ``x`` of ``groups * frames`` rows, one group (video) per call.
 
         Groups (cond, uncond, ...) are never mixed in one call, so the calls are the same whether
         WebUI batches cond and uncond together or not: the result does not depend on that setting.
         Window mode ``unet``: one call per context window (or several, up to ``max_rows`` rows).
         ``motion_module``: one call per group over all its frames, with the step's windows handed to the
-        motion modules through ``set_temporal`` (cleared afterwards); one window of all frames is the
-        same in both modes.
+        motion modules through ``set_temporal`` (cleared afterwards), and the spatial layers run over
+        chunks of ``max(max_rows, context)`` rows inside it; one window of all frames is the same in both modes.
+        ``set_frames`` and ``on_frames`` get the video frame of each row before every call (the injection's
+        per-frame motion scales, ControlNet's hints).
         """
         rows = x.shape[0]
         if rows % self.frames:
@@ -111,7 +122,8 @@ class RunPlan:
         if self.params.window_mode == WindowMode.MOTION_MODULE and windows != [list(range(self.frames))]:
             if set_temporal is None:
                 raise ValueError("motion-module windows need set_temporal (e.g. Injection.set_temporal_windows)")
-            temporal, windows = temporal_windows(windows, self.frames, fusion), [list(range(self.frames))]
+            chunk = max(max_rows or 0, self.context)  # spatial layers: as many rows as a whole-UNet call
+            temporal, windows = temporal_windows(windows, self.frames, fusion, chunk), [list(range(self.frames))]
             set_temporal(temporal)
         try:
             outputs = []
@@ -120,11 +132,22 @@ class RunPlan:
                 outputs.append(windowed_denoise(
                     denoiser, x[index.to(x.device)], slice_rows(sigma, rows, index), slice_rows(cond, rows, index),
                     num_frames=self.frames, windows=windows, fusion=fusion, max_rows=max_rows,
-                    set_window=set_window, on_frames=on_frames))
+                    set_window=set_window, on_frames=_both(set_frames, on_frames)))
         finally:
             if temporal is not None and set_temporal is not None:
                 set_temporal(None)
         return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
+
+
+def _both(first: Callable[[list[int]], None] | None,
+          second: Callable[[list[int]], None] | None) -> Callable[[list[int]], None] | None:
+    if first is None or second is None:
+        return first or second
+
+    def call(rows: list[int]) -> None:
+        first(rows)
+        second(rows)
+    return call
 
 
 def schedule_for(params: AnimateDiffParams, spec: MotionModuleSpec) -> ScheduleSpec:
@@ -144,7 +167,9 @@ def plan_run(params: AnimateDiffParams, spec: MotionModuleSpec, prompt: str) -> 
     context = min(params.context, frames)
     overlap = params.overlap_for(context) if context > 1 else 0
     travel = parse_prompt_travel(prompt, frames) if prompt else None
-    return RunPlan(params, spec, frames, context, overlap, travel, schedule_for(params, spec))
+    plan = RunPlan(params, spec, frames, context, overlap, travel, schedule_for(params, spec))
+    plan.motion_scales()  # a keyframe past the last frame fails here, before any sampling
+    return plan
 
 
 def _rows(cond: Any) -> int:
@@ -246,4 +271,6 @@ def prepare_request(params: AnimateDiffParams, *, model_root: Path, base: str, c
                            schedule_used=plan.schedule.label, frames=plan.frames, context=plan.context, img2img=img2img)
     notes = (f"AnimateDiff: {spec.assumption}" if spec.assumption else None,
              lightning_hint(steps, sampler, scheduler, cfg_scale, spec.family))
+    for note in (n for n in notes if n):
+        logger.warning(note)
     return Prepared(module, plan, name, plan.prompts(prompt, n_iter), infotext, tuple(n for n in notes if n))

@@ -89,11 +89,13 @@ def _normalised_weights(
     return [w / total[list(window)] for w, window in zip(raw, windows)]
 
 
-def temporal_windows(windows: Sequence[Sequence[int]], num_frames: int, fusion: str) -> TemporalWindows:
-    """The motion-module windows of one step: the same windows and fusion weights as whole-UNet windows."""
+def temporal_windows(windows: Sequence[Sequence[int]], num_frames: int, fusion: str,
+                     chunk: int | None = None) -> TemporalWindows:
+    """The motion-module windows of one step: the same windows and fusion weights as whole-UNet windows;
+    ``chunk``: rows per spatial-layer call (``injection.frame_chunks``), None for all at once."""
     _check_windows(windows, num_frames)
     return TemporalWindows(tuple(tuple(int(f) for f in w) for w in windows),
-                           tuple(_normalised_weights(windows, num_frames, fusion)))
+                           tuple(_normalised_weights(windows, num_frames, fusion)), chunk)
 
 
 def _chunks(windows: Sequence[Sequence[int]], groups: int, max_rows: int | None) -> list[list[int]]:

@@ -112,9 +112,7 @@ def _prepare(p: Any, run: Run) -> None:
         run.original_prompt, p.prompt = prompt, ready.prompts
     p.do_not_save_grid = p.do_not_save_samples = True  # frames are saved by us, per video
     p.extra_generation_params[mm_infotext.INFOTEXT_KEY] = ready.infotext
-    for note in ready.notes:
-        run.notes.append(note)
-        logger.warning(note)
+    run.notes += ready.notes  # the engine logged them
 
 
 # ----- sampling: everything below runs inside the one patch -----------------------------------------
@@ -135,7 +133,7 @@ def _wrap_sample(p: Any) -> None:
 def _sample(p: Any, run: Run, call: Any) -> Any:
     plan = run.plan
     assert plan is not None
-    host, scale = Host(unet=p.sd_model.model.diffusion_model, schedule_owner=p.sd_model), plan.params.motion_scale
+    host, scale = Host(unet=p.sd_model.model.diffusion_model, schedule_owner=p.sd_model), plan.motion_scales()
     with animatediff_patch(host, run.module, plan.context, plan.schedule.alphas_cumprod(), scale) as patch:
         run.patch, run.hints = patch, None
         try:
@@ -205,10 +203,11 @@ def _windowed(inner: Any, denoiser: Any, run: Run) -> Any:
                                                           plan.frames, devices.get_device_for("controlnet")))
         cond = kwargs.pop("cond", None)
         try:
+            inj = patch.injection
             return plan.denoise(lambda xs, ss, cs: inner(xs, ss, cond=cs, **kwargs), x, sigma, cond,
-                                step=int(getattr(denoiser, "step", 0)), set_window=patch.injection.set_window,
-                                max_rows=max_rows, on_frames=run.hints.select if run.hints.sliced else None,
-                                set_temporal=patch.injection.set_temporal_windows)
+                                step=int(getattr(denoiser, "step", 0)), set_window=inj.set_window, max_rows=max_rows,
+                                on_frames=run.hints.select if run.hints.sliced else None,
+                                set_temporal=inj.set_temporal_windows, set_frames=inj.select_frames)
         finally:
             run.hints.restore()
 

@@ -281,3 +281,19 @@ def test_motion_scale_and_loading_without_the_cache(api: WebUIClient) -> None:
     finally:
         api.post("/sdapi/v1/options", {"animatediff_keep_models": True})
     assert videos(again)[0] == videos(full)[0]  # a module read afresh gives the same video
+
+
+def test_motion_scale_keyframes(api: WebUIClient) -> None:
+    """Keyframes holding 0.5 on every frame give motion_scale 0.5's frames byte for byte; a ramp differs, in both
+    window modes, and is written to infotext; a keyframe past the last frame is a 422 naming the field."""
+    half = api.post("/sdapi/v1/txt2img", ad_payload({"video_length": 6, "motion_scale": 0.5}))
+    held = api.post("/sdapi/v1/txt2img", ad_payload({"video_length": 6, "motion_scale_keyframes": "0: 0.5, 5: 0.5"}))
+    assert [f.tobytes() for f in gif_frames(videos(held)[0])] == [f.tobytes() for f in gif_frames(videos(half)[0])]
+    ramps = [api.post("/sdapi/v1/txt2img", ad_payload({"video_length": 12, "overlap": 2, "window_mode": mode,
+                                                       "motion_scale_keyframes": "0: 0, 11: 1.5"}))
+             for mode in ("unet", "motion_module")]
+    assert [len(gif_frames(videos(r)[0])) for r in ramps] == [12, 12]
+    assert 'motion_scale_keyframes: \\"0: 0, 11: 1.5\\"' in json.loads(ramps[0]["info"])["infotexts"][0]  # quoted twice
+    body = expect_error(api, ad_payload({"video_length": 6, "motion_scale_keyframes": "8: 1"}),
+                        "motion_scale_keyframes")
+    assert "HTTP 422" in body and "6 frames" in body
