@@ -343,7 +343,8 @@ FIELDS: tuple[FieldSpec, ...] = (
     _f("window_mode", "choice", WindowMode.UNET, "Window mode",
        "unet: the whole UNet runs per context window (memory bounded by the context length). motion_module: "
        "the UNet runs once per video over every frame and only the motion modules' attention is windowed "
-       "(each frame's spatial layers run once per step: faster for long videos, memory grows with frames).",
+       "(each frame's spatial layers run once per step, in chunks of the context length: faster for long "
+       "videos; the UNet's skip features of every frame stay in memory).",
        enum=WindowMode, infotext_key="window_mode", group="context"),
     _f("freenoise", "bool", False, "FreeNoise",
        "Long videos: frames past the first context window start from a shuffled copy of earlier frames' "

@@ -128,9 +128,9 @@ class RunPlan:
         try:
             outputs = []
             for group in range(rows // self.frames):
-                index = torch.arange(group * self.frames, (group + 1) * self.frames)
+                index = slice(group * self.frames, (group + 1) * self.frames)  # views: no copy of the conds
                 outputs.append(windowed_denoise(
-                    denoiser, x[index.to(x.device)], slice_rows(sigma, rows, index), slice_rows(cond, rows, index),
+                    denoiser, x[index], slice_rows(sigma, rows, index), slice_rows(cond, rows, index),
                     num_frames=self.frames, windows=windows, fusion=fusion, max_rows=max_rows,
                     set_window=set_window, on_frames=_both(set_frames, on_frames)))
         finally:

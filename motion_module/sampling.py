@@ -35,8 +35,9 @@ __all__ = ["Denoiser", "windowed_denoise", "slice_rows", "window_rows", "evaluat
 Denoiser = Callable[[torch.Tensor, Any, Any], torch.Tensor]
 
 
-def slice_rows(value: Any, rows: int, index: torch.Tensor) -> Any:
-    """Select ``index`` rows of every tensor in ``value`` whose first dim equals ``rows``.
+def slice_rows(value: Any, rows: int, index: torch.Tensor | slice) -> Any:
+    """Select ``index`` rows of every tensor in ``value`` whose first dim equals ``rows`` (a ``slice``:
+    views, no copies).
 
     ``value`` may be a tensor, a list/tuple of them (SD1 ``c_crossattn: [Tensor]``), a dict of
     either (SD1/SDXL cond dicts), or anything else (returned unchanged, as are tensors whose first
@@ -44,7 +45,7 @@ def slice_rows(value: Any, rows: int, index: torch.Tensor) -> Any:
     """
     if isinstance(value, torch.Tensor):
         if value.dim() >= 1 and value.shape[0] == rows:
-            return value.index_select(0, index.to(value.device))
+            return value[index] if isinstance(index, slice) else value.index_select(0, index.to(value.device))
         return value
     if isinstance(value, dict):
         return {key: slice_rows(item, rows, index) for key, item in value.items()}

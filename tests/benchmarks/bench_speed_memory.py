@@ -163,14 +163,26 @@ def main() -> None:
     parser.add_argument("--frames", default="16,32,64,128", help="frame counts for the memory rows")
     parser.add_argument("--skip-diffusers", action="store_true")
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--skip-speed", action="store_true", help="only the memory rows")
     parser.add_argument("--peak", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.manual_seed(0)
     if args.peak:
         return child_peak(args)
-    unet, mm = build(args)
     print(f"device={args.device} dtype={args.dtype} channels={args.channels} latent={args.size}x{args.size} "
           f"torch={torch.__version__}")
+    if not args.skip_speed:
+        speed_rows(args)
+    if args.skip_memory:
+        return
+    print(f"{'frames':>6} {'unet MiB':>9} {'motion_module MiB':>18}")
+    for frames in (int(f) for f in args.frames.split(",")):
+        print(f"{frames:>6} {peak_of('unet', frames, args):>9.0f} {peak_of('motion_module', frames, args):>18.0f}")
+
+
+def speed_rows(args: argparse.Namespace) -> None:
+    """Rows 1-3: step-time ratios."""
+    unet, mm = build(args)
     with torch.no_grad():
         ours16 = timed(step(unet, mm, 16, "unet", args), args.device, args.repeat)
         bare16 = timed(step(unet, None, 16, "unet", args), args.device, args.repeat)
@@ -183,12 +195,6 @@ def main() -> None:
         motion = timed(step(unet, mm, 64, "motion_module", args), args.device, args.repeat)
         whole = timed(step(unet, mm, 64, "unet", args), args.device, args.repeat)
         row("motion_module / unet windows, 64 frames", motion, whole)
-    del unet, mm
-    if args.skip_memory:
-        return
-    print(f"{'frames':>6} {'unet MiB':>9} {'motion_module MiB':>18}")
-    for frames in (int(f) for f in args.frames.split(",")):
-        print(f"{frames:>6} {peak_of('unet', frames, args):>9.0f} {peak_of('motion_module', frames, args):>18.0f}")
 
 
 if __name__ == "__main__":
