@@ -106,7 +106,7 @@ def _prepare(p: Any, run: Run) -> None:
         base="sdxl" if getattr(p.sd_model, "is_sdxl", False) else "sd15", prompt=prompt, n_iter=p.n_iter,
         channels=level_channels(p.sd_model.model.diffusion_model), img2img=host.img2img, steps=int(p.steps or 20),
         sampler=str(p.sampler_name or ""), scheduler=str(getattr(p, "scheduler", "") or ""),
-        cfg_scale=float(p.cfg_scale), device=devices.device, dtype=devices.dtype_unet)
+        cfg_scale=float(p.cfg_scale), device=devices.device, dtype=devices.dtype_unet, fp8_storage=opt("fp8_storage"))
     run.module, run.plan, p.batch_size = ready.module, ready.plan, ready.plan.frames
     if ready.prompts is not None:
         run.original_prompt, p.prompt = prompt, ready.prompts
