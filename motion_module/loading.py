@@ -36,7 +36,7 @@ from .errors import (
 )
 from .model import MotionModule, PositionalEncoding, sinusoidal_table
 from .spec import MotionModuleSpec, detect_spec
-from .weights import use_cast_linears
+from .weights import parameter_bytes, use_cast_linears, weight_storage
 
 SAFETENSORS_EXTENSIONS = (".safetensors",)
 PICKLE_EXTENSIONS = (".ckpt", ".pt", ".pth", ".bin")
@@ -345,6 +345,16 @@ def offload_cache(device: str | torch.device = "cpu") -> int:
             model = _CACHE.pop(key).to(where)
             _CACHE.setdefault((key[0], where, *key[2:]), model)
         return len(moved)
+
+
+def cache_info() -> list[dict[str, object]]:
+    """What the cache holds, oldest first: per model its file, device, compute dtype, Linear weights' storage
+    dtype and the bytes of its parameters and buffers (for the memory route and tests)."""
+    with _CACHE_LOCK:
+        items = list(_CACHE.items())
+    return [{"file": key[0][0], "device": key[1], "dtype": str(model.spec.dtype).replace("torch.", ""),
+             "weights": str(weight_storage(model)).replace("torch.", ""), "bytes": parameter_bytes(model)}
+            for key, model in items]
 
 
 # ------------------------------------------------------------------------------------------------ hashes
