@@ -13,7 +13,7 @@ import logging
 from typing import Any
 
 import gradio as gr
-from modules import devices, script_callbacks
+from modules import call_queue, devices, script_callbacks
 from modules.ui_components import ToolButton
 
 from motion_module import loading
@@ -24,14 +24,16 @@ REFRESH_ID = "animatediff_refresh_models"  # the end of the refresh button's ele
 
 
 def unload() -> dict[str, int]:
-    count = loading.clear_cache()
+    with call_queue.queue_lock:  # after the generation in progress, which may hold the module
+        count = loading.clear_cache()
     gc.collect()
     devices.torch_gc()
     return {"unloaded": count}
 
 
 def offload() -> dict[str, int]:
-    count = loading.offload_cache("cpu")
+    with call_queue.queue_lock:  # never move a module a generation is running
+        count = loading.offload_cache("cpu")
     devices.torch_gc()
     return {"moved": count}
 
