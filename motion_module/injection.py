@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from .errors import IncompatibleModelError, TooManyFramesError
 from .instance_forward import wrap_instance_forward
 from .model import MotionModule, TemporalModule
+from .weights import follow_host
 
 
 @dataclass(frozen=True)
@@ -405,8 +406,7 @@ def cross_frame_groupnorm(unet: nn.Module, state: FrameState,
 
 
 def _prepare(mm: MotionModule, unet: nn.Module) -> None:
-    param = next(unet.parameters())
-    mm.to(device=param.device, dtype=param.dtype)
+    follow_host(mm, unet)  # the UNet's device and compute dtype; weights stored in float8 stay so
 
 
 @contextmanager

@@ -36,6 +36,7 @@ from .errors import (
 )
 from .model import MotionModule, PositionalEncoding, sinusoidal_table
 from .spec import MotionModuleSpec, detect_spec
+from .weights import parameter_bytes, use_cast_linears, weight_storage
 
 SAFETENSORS_EXTENSIONS = (".safetensors",)
 PICKLE_EXTENSIONS = (".ckpt", ".pt", ".pth", ".bin")
@@ -223,22 +224,25 @@ def build_motion_module(
     *,
     device: str | torch.device = "cpu",
     dtype: torch.dtype | None = None,
+    weights: torch.dtype | None = None,
 ) -> MotionModule:
     """A ``MotionModule`` holding ``state_dict``'s tensors (original layout; moved/cast only when needed).
 
     Built on the meta device and filled with ``load_state_dict(assign=True)``, so no random initialisation
     runs and no second copy of the weights is made. Missing ``pe`` buffers get the sinusoidal table
     ``(1, spec.max_frames, C)``. The result is in eval mode, with ``requires_grad`` off and
-    ``.spec.dtype`` the weights' dtype.
+    ``.spec.dtype`` the compute dtype. ``weights``: None, or ``weights.FP8`` to store every Linear weight in
+    float8_e4m3fn (cast to the input's dtype when it runs; see ``motion_module.weights``).
     """
     check_state_dict(spec, state_dict)
     target = dtype or spec.dtype
-    tensors = {
-        k: v.to(device=device, dtype=target) if v.is_floating_point() else v.to(device=device)
-        for k, v in state_dict.items()
-    }
     with torch.device("meta"):
         model = MotionModule(spec)
+    stored = use_cast_linears(model, weights) if weights is not None else {}
+    tensors = {
+        k: v.to(device=device, dtype=stored.get(k, target)) if v.is_floating_point() else v.to(device=device)
+        for k, v in state_dict.items()
+    }
     model.load_state_dict(tensors, strict=False, assign=True)
     for module in model.modules():  # tables the file does not store
         if isinstance(module, PositionalEncoding) and module.pe.is_meta:
@@ -253,76 +257,112 @@ def build_motion_module(
 
 
 def load_motion_module(
-    path: str | os.PathLike[str], *, device: str | torch.device = "cpu", dtype: torch.dtype | None = None
+    path: str | os.PathLike[str], *, device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
+    weights: torch.dtype | None = None,
 ) -> MotionModule:
     """Read, convert, detect and build: the ready ``MotionModule`` of a file (``model.spec`` describes it).
 
-    ``dtype=None`` keeps the file's dtype. Every error is a MotionModuleError naming the file.
+    ``dtype=None`` keeps the file's dtype; ``weights`` (e.g. ``weights.FP8``): how Linear weights are stored
+    (see :func:`build_motion_module`). Every error is a MotionModuleError naming the file.
     """
     state_dict = read_state_dict(path)
     with named_errors(path):
         original = to_original_layout(state_dict)
         spec = detect_spec(state_dict)  # the file's own layout: what detection assumed depends on it
-        return build_motion_module(spec, original, device=device, dtype=dtype)
+        return build_motion_module(spec, original, device=device, dtype=dtype, weights=weights)
 
 
 # ------------------------------------------------------------------------------------------------- cache
-_CACHE: OrderedDict[tuple[object, ...], MotionModule] = OrderedDict()
+FileKey = tuple[str, int, int, int, int]  # resolved path, mtime (ns), size, inode, ctime (ns)
+_CACHE: OrderedDict[tuple[FileKey, str, torch.dtype | None, torch.dtype | None], MotionModule] = OrderedDict()
 _CACHE_LOCK = threading.Lock()
 
 
-def _file_key(path: str | os.PathLike[str]) -> tuple[str, int, int]:
+def _file_key(path: str | os.PathLike[str]) -> FileKey:
     resolved = Path(path).resolve()
     try:
         stat = resolved.stat()
     except OSError:
         raise MotionModuleError(f"{path}: file not found; put the motion module in the model folder") from None
-    return str(resolved), stat.st_mtime_ns, stat.st_size
+    return str(resolved), stat.st_mtime_ns, stat.st_size, stat.st_ino, stat.st_ctime_ns
 
 
 def load_for_unet(path: str | os.PathLike[str], base: str, channels: Sequence[int], *, name: str | None = None,
                   device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
-                  cached: bool = True) -> MotionModule:
+                  weights: torch.dtype | None = None, cached: bool = True) -> MotionModule:
     """The module of ``path`` for a UNet of ``base``/``channels`` (see :func:`check_compatible`), checked from
     the file's header before any weight is read; through the cache, or (``cached`` False) read afresh and
-    the cache emptied, so that nothing stays in memory after the caller drops it."""
+    the cache emptied, so that nothing stays in memory after the caller drops it. ``weights``: Linear
+    weights' storage (None, or ``weights.FP8``)."""
     check_compatible(detect_spec(read_state_dict(path, meta=True)), base, channels, name=name)
     if cached:
-        return load_motion_module_cached(path, device=device, dtype=dtype)
+        return load_motion_module_cached(path, device=device, dtype=dtype, weights=weights)
     clear_cache()
-    return load_motion_module(path, device=device, dtype=dtype)
+    return load_motion_module(path, device=device, dtype=dtype, weights=weights)
 
 
 def load_motion_module_cached(
-    path: str | os.PathLike[str], *, device: str | torch.device = "cpu", dtype: torch.dtype | None = None
+    path: str | os.PathLike[str], *, device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
+    weights: torch.dtype | None = None,
 ) -> MotionModule:
-    """``load_motion_module`` through an LRU cache of ``CACHE_SIZE`` models keyed by (resolved path, mtime,
-    size, device, dtype): a changed file is re-read. The same object is returned to every caller of one key."""
-    key = (*_file_key(path), str(torch.device(device)), dtype)
+    """``load_motion_module`` through an LRU cache of ``CACHE_SIZE`` models keyed by the file (resolved path,
+    mtime, size, inode, ctime), device, dtype and weight storage. A changed file is re-read and the models of
+    its older versions dropped; FP8 and full-precision modules of one file are separate entries, so one is
+    never handed out for the other; a model :func:`offload_cache` moved to the CPU is moved back rather than
+    re-read. The same object is returned to every caller of one key."""
+    file, where = _file_key(path), str(torch.device(device))
+    key = (file, where, dtype, weights)
     with _CACHE_LOCK:
-        if key in _CACHE:
-            _CACHE.move_to_end(key)
-            return _CACHE[key]
-        model = load_motion_module(path, device=device, dtype=dtype)
-        _CACHE[key] = model
+        for old in [k for k in _CACHE if k[0][0] == file[0] and k[0] != file]:
+            del _CACHE[old]  # an older version of this file
+        if key not in _CACHE:
+            moved = next((k for k in _CACHE if k[0] == file and k[2:] == key[2:]), None)  # on another device
+            _CACHE[key] = _CACHE.pop(moved).to(where) if moved else \
+                load_motion_module(path, device=device, dtype=dtype, weights=weights)
+        _CACHE.move_to_end(key)
         while len(_CACHE) > CACHE_SIZE:
             _CACHE.popitem(last=False)
-        return model
+        return _CACHE[key]
 
 
-def clear_cache() -> None:
-    """Forget every cached model (and cached file hash)."""
+def clear_cache() -> int:
+    """Forget every cached model (and cached file hash); returns how many models were dropped. The memory is
+    freed once no one else holds them (the caller may then empty the accelerator's allocator cache)."""
     with _CACHE_LOCK:
+        count = len(_CACHE)
         _CACHE.clear()
         _HASHES.clear()
+        return count
+
+
+def offload_cache(device: str | torch.device = "cpu") -> int:
+    """Move every cached model to ``device`` (frees accelerator memory, keeps the models for the next run,
+    which moves its model back); returns how many models were moved."""
+    where = str(torch.device(device))
+    with _CACHE_LOCK:
+        moved = [k for k in _CACHE if k[1] != where]
+        for key in moved:
+            model = _CACHE.pop(key).to(where)
+            _CACHE.setdefault((key[0], where, *key[2:]), model)
+        return len(moved)
+
+
+def cache_info() -> list[dict[str, object]]:
+    """What the cache holds, oldest first: per model its file, device, compute dtype, Linear weights' storage
+    dtype and the bytes of its parameters and buffers (for the memory route and tests)."""
+    with _CACHE_LOCK:
+        items = list(_CACHE.items())
+    return [{"file": key[0][0], "device": key[1], "dtype": str(model.spec.dtype).replace("torch.", ""),
+             "weights": str(weight_storage(model)).replace("torch.", ""), "bytes": parameter_bytes(model)}
+            for key, model in items]
 
 
 # ------------------------------------------------------------------------------------------------ hashes
-_HASHES: dict[tuple[str, int, int], str] = {}
+_HASHES: dict[FileKey, str] = {}
 
 
 def file_hash(path: str | os.PathLike[str], *, chunk_size: int = 1 << 20) -> str:
-    """SHA-256 of the file as 64 lowercase hex digits; remembered per (resolved path, mtime, size)."""
+    """SHA-256 of the file as 64 lowercase hex digits; remembered per file version (see ``_file_key``)."""
     key = _file_key(path)
     if key not in _HASHES:
         digest = hashlib.sha256()

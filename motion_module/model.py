@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from .errors import TooManyFramesError
 from .positional import sinusoidal_table
 from .spec import MotionModuleSpec
+from .weights import compute_weight
 
 ATTENTION_HEADS = 8
 NORM_GROUPS = 32
@@ -69,7 +70,7 @@ class TemporalSelfAttention(nn.Module):
             return t.view(n, f, h, c // h).transpose(1, 2)
 
         # one GEMM for q, k and v (the weights are concatenated per call: C x 3C, negligible next to N x C x 3C)
-        weight = torch.cat((self.to_q.weight, self.to_k.weight, self.to_v.weight))
+        weight = torch.cat([compute_weight(w, x.dtype) for w in (self.to_q.weight, self.to_k.weight, self.to_v.weight)])
         q, k, v = F.linear(x, weight).split(c, dim=-1)
         out = F.scaled_dot_product_attention(split(q), split(k), split(v))
         out = out.transpose(1, 2).reshape(n, f, c)

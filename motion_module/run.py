@@ -35,6 +35,7 @@ from .prompts import (
 from .sampling import slice_rows, temporal_windows, windowed_denoise
 from .schedules import FAMILY_SCHEDULES, ScheduleSpec, context_windows
 from .spec import MotionModuleSpec
+from .weights import FP8, fp8_wanted
 
 Denoiser = Callable[[Tensor, Any, Any], Tensor]
 logger = logging.getLogger("animatediff")
@@ -260,11 +261,15 @@ class Prepared:
 
 def prepare_request(params: AnimateDiffParams, *, model_root: Path, base: str, channels: Sequence[int], prompt: str,
                     n_iter: int, img2img: bool, steps: int, sampler: str, scheduler: str, cfg_scale: float,
-                    device: Any = "cpu", dtype: torch.dtype | None = None, cached: bool = True) -> Prepared:
+                    device: Any = "cpu", dtype: torch.dtype | None = None, cached: bool = True,
+                    fp8_storage: object = None) -> Prepared:
     """Resolve and load the motion module for a UNet of ``base``/``channels`` (checked from the file's header
-    first), plan the run and write its infotext. ``n_iter``: videos of the request (per-frame prompts repeat)."""
+    first), plan the run and write its infotext. ``n_iter``: videos of the request (per-frame prompts repeat).
+    ``fp8_storage``: WebUI's *FP8 weight* setting; when it applies (``weights.fp8_wanted``) the module's Linear
+    weights are stored in float8 and computed in ``dtype``."""
     path, name = resolve_motion_module(model_root, params.model)
-    module = load_for_unet(path, base, channels, name=name, device=device, dtype=dtype, cached=cached)
+    weights = FP8 if fp8_wanted(fp8_storage, base, device) else None
+    module = load_for_unet(path, base, channels, name=name, device=device, dtype=dtype, cached=cached, weights=weights)
     plan = plan_run(params, module.spec, prompt)
     spec = module.spec
     infotext = to_infotext(params, model=name, model_hash=short_hash(path), family=spec.family,

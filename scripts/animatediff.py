@@ -101,12 +101,12 @@ def _prepare(p: Any, run: Run) -> None:
     check_host(host, run.params)
     _video_input(p, run)
     prompt = p.prompt if isinstance(p.prompt, str) else ""
-    ready = prepare_request(
-        run.params, model_root=models_root(), cached=bool(opt("animatediff_keep_models")),
-        base="sdxl" if getattr(p.sd_model, "is_sdxl", False) else "sd15", prompt=prompt, n_iter=p.n_iter,
-        channels=level_channels(p.sd_model.model.diffusion_model), img2img=host.img2img, steps=int(p.steps or 20),
-        sampler=str(p.sampler_name or ""), scheduler=str(getattr(p, "scheduler", "") or ""),
-        cfg_scale=float(p.cfg_scale), device=devices.device, dtype=devices.dtype_unet)
+    ready = prepare_request(  # fp8_storage: a request's override is applied by WebUI only after before_process
+        run.params, prompt=prompt, n_iter=p.n_iter, img2img=host.img2img, device=devices.device,
+        base="sdxl" if getattr(p.sd_model, "is_sdxl", False) else "sd15", cached=bool(opt("animatediff_keep_models")),
+        channels=level_channels(p.sd_model.model.diffusion_model), scheduler=str(getattr(p, "scheduler", "") or ""),
+        model_root=models_root(), steps=int(p.steps or 20), cfg_scale=float(p.cfg_scale), dtype=devices.dtype_unet,
+        sampler=str(p.sampler_name or ""), fp8_storage=p.override_settings.get("fp8_storage", opt("fp8_storage")))
     run.module, run.plan, p.batch_size = ready.module, ready.plan, ready.plan.frames
     if ready.prompts is not None:
         run.original_prompt, p.prompt = prompt, ready.prompts
