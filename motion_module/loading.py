@@ -194,8 +194,8 @@ def check_state_dict(spec: MotionModuleSpec, state_dict: Mapping[str, Tensor]) -
     with the model's shapes; positional tables may be absent."""
     if any("lora" in key.lower() for key in state_dict):
         raise NotAMotionModuleError(
-            "this is a motion LoRA, not a motion module: select a motion module (motion LoRAs are not "
-            "applied by this extension yet)"
+            "this is a motion LoRA, not a motion module: select a motion module here, put the LoRA in WebUI's "
+            "models/Lora folder and write <lora:FILE_NAME:0.8> in the prompt"
         )
     expected = _expected_shapes(spec.channels, spec.max_frames, spec.mid_block)
     missing = [k for k in expected if k not in state_dict and not k.endswith(".pos_encoder.pe")]
