@@ -27,6 +27,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -175,6 +176,14 @@ def motion_loras_for(entries: Iterable[tuple[str, str | os.PathLike[str], float]
             if float(strength) != 0.0 and lora_kind(path) == MOTION]
 
 
+def active_motion_loras(lora_extension: Any, *, cached: bool = True) -> list[tuple[MotionLora, float]]:
+    """The motion LoRAs WebUI's Lora extension activated for the batch: ``lora_extension`` is its ``networks``
+    module (None when that extension is off), whose ``loaded_networks`` have ``name``, ``network_on_disk.filename``
+    and ``unet_multiplier`` (the UNet strength of ``<lora:NAME:0.8>``)."""
+    networks = getattr(lora_extension, "loaded_networks", None) or []
+    return motion_loras_for([(n.name, n.network_on_disk.filename, n.unet_multiplier) for n in networks], cached=cached)
+
+
 # ------------------------------------------------------------------------------------------------ apply
 def check_fits(lora: MotionLora, mm: MotionModule) -> None:
     """Raise IncompatibleModelError unless every layer of ``lora`` exists in ``mm`` with the LoRA's shape."""
@@ -225,6 +234,6 @@ def applied_motion_loras(mm: MotionModule, loras: Sequence[tuple[MotionLora, flo
             owner._parameters[attr] = old
 
 
-__all__ = ["LoraLayer", "MotionLora", "SPATIAL", "applied_motion_loras", "check_fits", "clear_cache",
-           "load_motion_lora", "lora_kind", "motion_loras_for", "parse_motion_lora", "read_spatial_lora",
+__all__ = ["MOTION", "LoraLayer", "MotionLora", "SPATIAL", "active_motion_loras", "applied_motion_loras", "check_fits",
+           "clear_cache", "load_motion_lora", "lora_kind", "motion_loras_for", "parse_motion_lora", "read_spatial_lora",
            "spatial_to_kohya"]
