@@ -10,7 +10,8 @@ The layouts found in the wild (``P`` is ``down_blocks.<i>``, ``up_blocks.<i>`` o
 * **diffusers** (the hub's ``animatediff-motion-lora-*`` repositories): the original with diffusers' motion-module
   names, ``unet.P.motion_modules.j.transformer_blocks.0.attn1.processor.to_q_lora.down.weight``.
 * **peft** (what diffusers' ``save_lora_weights`` writes today): ``unet.P.motion_modules.j.transformer_blocks.0.
-  attn1.to_q.lora_A.weight`` (A = down, B = up; ``to_out.0``).
+  attn1.to_q.lora_A.weight`` (A = down, B = up; ``to_out.0``); diffusers' older ``LoRACompatibleLinear`` form
+  ``...attn1.to_q.lora.down.weight`` is read the same way.
 * **kohya** (A1111-style re-saves): ``<flat name>.lora_down.weight`` / ``.lora_up.weight`` / ``.alpha``, the
   flat name being the dotted path with ``_`` (optionally after ``lora_unet_``).
 
@@ -26,8 +27,8 @@ from collections.abc import Iterable
 
 PREFIXES = ("base_model.model.", "unet.", "module.", "motion_module.")
 _PROCESSOR = re.compile(r"^(?P<head>.+)\.processor\.(?P<proj>to_q|to_k|to_v|to_out)_lora\.(?P<part>down|up)\.weight$")
-_SUFFIXES = {".lora_A.weight": "down", ".lora_B.weight": "up", ".lora_down.weight": "down",
-             ".lora_up.weight": "up", ".alpha": "alpha"}
+_SUFFIXES = {".lora_A.weight": "down", ".lora_B.weight": "up", ".lora.down.weight": "down", ".lora.up.weight": "up",
+             ".lora_down.weight": "down", ".lora_up.weight": "up", ".alpha": "alpha"}
 _FLAT_MOTION = re.compile(
     r"^(?P<site>(?:down|up)_blocks_\d+|mid_block)_motion_modules_(?P<j>\d+)_(?:temporal_transformer_)?"
     r"transformer_blocks_(?P<t>\d+)_(?P<attn>attention_blocks_[01]|attn[12])_(?P<proj>to_q|to_k|to_v|to_out(?:_0)?)$")

@@ -48,7 +48,7 @@ def _weights(mm: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 FILES = [("original", ".ckpt"), ("original", ".safetensors"), ("diffusers", ".safetensors"),
-         ("peft", ".safetensors"), ("kohya", ".safetensors")]
+         ("peft", ".safetensors"), ("compat", ".safetensors"), ("kohya", ".safetensors")]
 
 
 @pytest.mark.parametrize(("layout", "suffix"), FILES)
