@@ -111,6 +111,26 @@ def spatial_to_kohya(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
             for head, parts in _pairs(state_dict).items() for part, tensor in parts.items()}
 
 
+def describe_lora(state_dict: Mapping[str, Tensor]) -> dict[str, object] | None:
+    """What ``inspect`` says about a LoRA in one of AnimateDiff's layouts (None for any other file): its kind,
+    layers, rank, dtype, and for a motion LoRA the module shape it needs (channels per level, mid block)."""
+    kind = classify(state_dict)
+    if kind is None:
+        return None
+    pairs = _pairs(state_dict)
+    first = next(iter(pairs.values()))
+    info: dict[str, object] = {"kind": "motion LoRA" if kind == MOTION else "spatial LoRA (V3 domain adapter layout)",
+                               "layers": len(pairs), "rank": int(first["down"].shape[0]),
+                               "dtype": str(first["down"].dtype).replace("torch.", "")}
+    if kind == MOTION:
+        lora = parse_motion_lora(state_dict, "")
+        levels = {int(k.split(".")[1]): layer.shape[0] for k, layer in lora.layers.items()
+                  if k.startswith("down_blocks.") and ".to_q." in k}
+        info["channels"] = [levels[i] for i in sorted(levels)]
+        info["mid_block"] = any(k.startswith("mid_block.") for k in lora.layers)
+    return info
+
+
 # ------------------------------------------------------------------------------------------------ files
 _KINDS: dict[tuple[str, int, int], str | None] = {}
 _CACHE: OrderedDict[tuple[str, int, int], MotionLora] = OrderedDict()
@@ -234,6 +254,6 @@ def applied_motion_loras(mm: MotionModule, loras: Sequence[tuple[MotionLora, flo
             owner._parameters[attr] = old
 
 
-__all__ = ["MOTION", "LoraLayer", "MotionLora", "SPATIAL", "active_motion_loras", "applied_motion_loras", "check_fits",
-           "clear_cache", "load_motion_lora", "lora_kind", "motion_loras_for", "parse_motion_lora", "read_spatial_lora",
-           "spatial_to_kohya"]
+__all__ = ["MOTION", "SPATIAL", "LoraLayer", "MotionLora", "active_motion_loras", "applied_motion_loras",
+           "check_fits", "clear_cache", "describe_lora", "load_motion_lora", "lora_kind", "motion_loras_for",
+           "parse_motion_lora", "read_spatial_lora", "spatial_to_kohya"]

@@ -176,3 +176,17 @@ def test_undone_after_an_error_and_an_interrupt(unet: torch.nn.Module, error: Ba
         with animatediff_patch(Host(unet=unet), make_mm("v1"), 4, motion_loras=[(_lora(0), 1.0)]):
             pass
     assert_same_fingerprint(unet_fingerprint(unet), fingerprint)
+
+
+def test_inspect_says_what_a_lora_is_and_where_it_goes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from motion_module.tools import inspect_file, main_inspect
+
+    motion = write_motion_lora(tmp_path / "v2_lora_PanLeft.ckpt")
+    info = inspect_file(motion)
+    assert (info["kind"], info["layers"], info["rank"]) == ("motion LoRA", 168, 4)
+    assert info["channels"] == [32, 64, 128, 128] and info["mid_block"] is True
+    assert "<lora:v2_lora_PanLeft:0.8>" in info["use"] and "V2" in info["use"]
+    adapter = write_v3_adapter(tmp_path / "v3_sd15_adapter.ckpt")
+    assert main_inspect([str(adapter)]) == 0
+    out = capsys.readouterr().out
+    assert "spatial LoRA (V3 domain adapter layout)" in out and "<lora:v3_sd15_adapter:0.8>" in out
