@@ -58,9 +58,13 @@ class LoraLayer:
 
     def delta(self, device: torch.device) -> Tensor:
         """``scale * up @ down`` in float32 on ``device``."""
-        up = self.up.to(device=device, dtype=torch.float32).flatten(1)
-        down = self.down.to(device=device, dtype=torch.float32).flatten(1)
-        return (up @ down) * self.scale
+        return self.add_to(torch.zeros(self.shape, device=device), 1.0)
+
+    def add_to(self, weight: Tensor, strength: float) -> Tensor:
+        """``weight += strength * scale * up @ down`` in place (``weight``: float32); returns ``weight``."""
+        up = self.up.to(device=weight.device, dtype=torch.float32).flatten(1)
+        down = self.down.to(device=weight.device, dtype=torch.float32).flatten(1)
+        return weight.addmm_(up, down, alpha=strength * self.scale)
 
 
 @dataclass(frozen=True)
@@ -234,19 +238,18 @@ def applied_motion_loras(mm: MotionModule, loras: Sequence[tuple[MotionLora, flo
     active = [(lora, float(strength)) for lora, strength in loras if float(strength) != 0.0]
     for lora, _ in active:
         check_fits(lora, mm)
-    params = dict(mm.named_parameters())
-    sums: dict[str, Tensor] = {}
-    for lora, strength in active:
-        for target, layer in lora.layers.items():
-            delta = layer.delta(params[target].device) * strength
-            sums[target] = sums[target] + delta if target in sums else delta
+    targets = dict.fromkeys(target for lora, _ in active for target in lora.layers)  # in order, once each
     swapped: list[tuple[nn.Module, str, nn.Parameter]] = []
     try:
-        for target, delta in sums.items():
+        for target in targets:  # one weight at a time: the extra memory is the changed weights, no more
             owner, attr = _owner(mm, target)
             old = owner._parameters[attr]
             assert old is not None
-            owner._parameters[attr] = nn.Parameter((old.float() + delta).to(old.dtype), requires_grad=False)
+            merged = old.detach().to(torch.float32, copy=True)
+            for lora, strength in active:
+                if target in lora.layers:
+                    lora.layers[target].add_to(merged, strength)
+            owner._parameters[attr] = nn.Parameter(merged.to(old.dtype), requires_grad=False)
             swapped.append((owner, attr, old))
         yield len(swapped)
     finally:
