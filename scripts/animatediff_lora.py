@@ -93,9 +93,9 @@ def on_cfg_denoiser(params: Any) -> None:
         return
     networks = getattr(sys.modules.get("networks"), "loaded_networks", None) or []
     names = [n.name for n in networks if lora.lora_kind(n.network_on_disk.filename) == lora.MOTION]
-    if names:
-        note = (f"AnimateDiff: motion LoRA {', '.join(names)} has no effect without AnimateDiff: enable AnimateDiff "
-                "with the motion module it was made for (v2_lora_*: V2), or remove it from the prompt")
+    note = (f"AnimateDiff: motion LoRA {', '.join(names)} has no effect without AnimateDiff: enable AnimateDiff "
+            "with the motion module it was made for (v2_lora_*: V2), or remove it from the prompt")
+    if names and p.extra_generation_params.get(NOTES_KEY) != note:  # once per generation (hires: same note)
         p.extra_generation_params[NOTES_KEY] = note
         logger.warning(note)
 
