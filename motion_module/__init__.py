@@ -20,6 +20,12 @@ Putting modules into a UNet
         The one owner of every host change: the same plus the family's beta schedule on
         ``host.schedule_owner`` (both ``alphas_cumprod`` and ``alphas_cumprod_original``), and every
         change the adapter adds through the handle (attributes, chained ``forward`` wrappers).
+        ``motion_loras=[(lora, strength), ...]`` merges motion LoRAs into the module for the block.
+
+Motion LoRAs
+    ``load_motion_lora(path, name) -> MotionLora`` reads any of their layouts safely (``lora_keys``);
+    ``applied_motion_loras(motion_module, [(lora, strength), ...]) -> ContextManager[int]`` merges them
+    (strength 0: no change at all) and puts the module's own weights back on exit.
 
 Sampling
     ``context_windows(...)``, ``windowed_denoise(...)``, ``parse_prompt_travel(...)``,
@@ -49,6 +55,7 @@ if TYPE_CHECKING:  # for type checkers; at run time the names are imported on fi
     )
     from .injection import Injection, injected
     from .loading import load_motion_module, load_motion_module_cached
+    from .lora import MotionLora, applied_motion_loras, load_motion_lora
     from .model import MotionModule
     from .patch import Host, HostPatch, animatediff_patch
     from .prompts import interpolate_conds, parse_prompt_travel
@@ -65,6 +72,7 @@ _HOMES = {
     "Injection": "injection", "injected": "injection",
     "load_motion_module": "loading", "load_motion_module_cached": "loading",
     "MotionModule": "model",
+    "MotionLora": "lora", "applied_motion_loras": "lora", "load_motion_lora": "lora",
     "Host": "patch", "HostPatch": "patch", "animatediff_patch": "patch",
     "interpolate_conds": "prompts", "parse_prompt_travel": "prompts",
     "windowed_denoise": "sampling",
@@ -90,6 +98,7 @@ __all__ = [
     "HostPatch",
     "IncompatibleModelError",
     "Injection",
+    "MotionLora",
     "MotionModule",
     "MotionModuleError",
     "MotionModuleSpec",
@@ -100,10 +109,12 @@ __all__ = [
     "UnsafeFileError",
     "alphas_cumprod",
     "animatediff_patch",
+    "applied_motion_loras",
     "context_windows",
     "detect_spec",
     "injected",
     "interpolate_conds",
+    "load_motion_lora",
     "load_motion_module",
     "load_motion_module_cached",
     "parse_prompt_travel",

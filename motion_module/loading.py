@@ -87,11 +87,14 @@ def _read_safetensors(path: Path, meta: bool) -> dict[str, Tensor]:
 
 
 def _read_pickle(path: Path, meta: bool) -> object:
+    # torch's own loader, also where WebUI has replaced ``torch.load`` with its pickle checker (modules/safe.py),
+    # which refuses files newer torch writes (``.format_version``); weights_only is the stricter check anyway
+    load = torch.serialization.load
     try:
         if meta and _is_zip(path) and path.suffix.lower() != ".safetensors":
-            return torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)  # reads no data
+            return load(str(path), map_location="cpu", weights_only=True, mmap=True)  # reads no data
         with path.open("rb") as handle:  # a handle: newer torch treats a *.safetensors *name* as safetensors
-            return torch.load(handle, map_location="cpu", weights_only=True)
+            return load(handle, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         text = str(exc)
         if "unsupported global" in text.lower() or "unsupported class" in text.lower():
@@ -195,8 +198,8 @@ def check_state_dict(spec: MotionModuleSpec, state_dict: Mapping[str, Tensor]) -
     with the model's shapes; positional tables may be absent."""
     if any("lora" in key.lower() for key in state_dict):
         raise NotAMotionModuleError(
-            "this is a motion LoRA, not a motion module: select a motion module (motion LoRAs are not "
-            "applied by this extension yet)"
+            "this is a motion LoRA, not a motion module: select a motion module here, put the LoRA in WebUI's "
+            "models/Lora folder and write <lora:FILE_NAME:0.8> in the prompt"
         )
     expected = _expected_shapes(spec.channels, spec.max_frames, spec.mid_block)
     missing = [k for k in expected if k not in state_dict and not k.endswith(".pos_encoder.pe")]

@@ -5,7 +5,8 @@ the one ``ExitStack`` of :func:`animatediff_patch`, entered in order and undone 
 normal exit, on an ``Exception`` and on a ``BaseException`` (A1111's interrupt, ``KeyboardInterrupt``):
 
 1. motion modules inserted into the UNet's blocks, and for V1/HotShot the cross-frame GroupNorm
-   (``injection.injected``);
+   (``injection.injected``); then the motion LoRAs merged into the module's weights (``lora.applied_motion_loras``:
+   new weight objects for the run, the module's own put back on exit);
 2. the family's beta schedule on the object that owns ``alphas_cumprod`` (and
    ``alphas_cumprod_original``, which A1111 >= 1.8 re-applies before every batch);
 3. whatever the adapter adds while the run goes on, through the yielded :class:`HostPatch`:
@@ -29,6 +30,7 @@ from torch import Tensor, nn
 
 from .injection import Injection, injected
 from .instance_forward import Forward, wrap_instance_forward
+from .lora import MotionLora, applied_motion_loras
 from .model import MotionModule
 
 _MISSING = object()
@@ -118,20 +120,22 @@ def schedule_tensor(alphas_cumprod: Tensor, like: Tensor) -> Tensor:
 
 @contextmanager
 def animatediff_patch(host: Host, motion_module: MotionModule, window: int,
-                      alphas_cumprod: Tensor | None = None,
-                      motion_scale: float | Sequence[float] = 1.0) -> Iterator[HostPatch]:
+                      alphas_cumprod: Tensor | None = None, motion_scale: float | Sequence[float] = 1.0,
+                      motion_loras: Sequence[tuple[MotionLora, float]] = ()) -> Iterator[HostPatch]:
     """All host changes of one AnimateDiff run; undone in reverse order when the block ends.
 
     ``window``: frames per video of the first UNet call (the context length; the yielded handle's
     ``injection.set_window`` changes it per call). ``alphas_cumprod`` (length T, e.g. from
     ``schedules.alphas_cumprod``) is set on both ``alphas_cumprod`` and, when present,
     ``alphas_cumprod_original`` of ``host.schedule_owner``. ``motion_scale``: see
-    ``Injection.set_motion_scale``.
+    ``Injection.set_motion_scale``. ``motion_loras``: ``(lora, strength)`` pairs merged into the module after
+    it is inserted (and moved to the UNet's device); one that does not fit raises IncompatibleModelError.
     """
     with ExitStack() as stack:
         injection = stack.enter_context(injected(host.unet, motion_module, window,
                                                  groupnorm_cls=host.groupnorm_cls))
         injection.set_motion_scale(motion_scale)
+        stack.enter_context(applied_motion_loras(motion_module, motion_loras))
         owner = host.schedule_owner
         if alphas_cumprod is not None and owner is not None:
             fields = {"alphas_cumprod": schedule_tensor(alphas_cumprod, owner.alphas_cumprod)}

@@ -23,6 +23,7 @@ from .cli import convert_parser, inspect_parser, one_line, print_error, target_p
 from .convert import detect_layout, to_original_layout
 from .errors import MotionModuleError, OutputError
 from .loading import check_state_dict, file_hash, named_errors, read_state_dict
+from .lora import describe_lora
 from .schedules import FAMILY_SCHEDULES
 from .spec import MotionModuleSpec, detect_spec, with_family
 
@@ -36,6 +37,11 @@ def _dtype_name(dtype: torch.dtype) -> str:
 def inspect_file(path: str | os.PathLike[str], *, with_hash: bool = False) -> dict[str, Any]:
     """What ``inspect`` reports for one file (JSON-ready). Raises MotionModuleError naming the file."""
     state_dict = read_state_dict(path, meta=True)
+    lora = describe_lora(state_dict)
+    if lora is not None:  # a LoRA in AnimateDiff's layouts: where it goes instead
+        return {"file": str(path), **lora, "use": f"put it in WebUI's models/Lora folder and write "
+                f"<lora:{Path(path).stem}:0.8> in the prompt" + (" (with a motion module it fits: the official "
+                "v2_lora_* files need V2)" if lora["kind"] == "motion LoRA" else "")}
     with named_errors(path):
         layout = detect_layout(state_dict)
         original = to_original_layout(state_dict)
@@ -65,6 +71,11 @@ def inspect_file(path: str | os.PathLike[str], *, with_hash: bool = False) -> di
 
 
 def _describe(info: dict[str, Any]) -> str:
+    if "kind" in info:
+        shape = (f", for modules with channels {'/'.join(map(str, info['channels']))} and "
+                 f"{'a' if info['mid_block'] else 'no'} mid block" if "channels" in info else "")
+        return f"{info['file']}: {info['kind']}, {info['layers']} layers of rank {info['rank']}, {info['dtype']}" \
+               f"{shape}; {info['use']}"
     mid = "with" if info["mid_block"] else "no"
     text = (
         f"{info['file']}: {info['family']} ({info['base']}, channels {'/'.join(map(str, info['channels']))}, "

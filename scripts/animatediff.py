@@ -1,14 +1,15 @@
 """AnimateDiff for AUTOMATIC1111 WebUI 1.9+/1.10: the only Script, a thin host layer over `motion_module`.
 
 One engine call per hook: before_process plans the video input (`controlnet.prepare`) and the request
-(`run.prepare_request`); the p.sample wrapper enters `patch.animatediff_patch`, the one owner of every host
-change (modules, GroupNorm, schedule, sampler, init latents, rng, inner-model wrapper, ControlNet hints), and
-re-raises errors WebUI's hooks swallowed; postprocess calls `publish.publish_videos`. Settings: animatediff_settings.py.
+(`run.prepare_request`); the p.sample wrapper enters `patch.animatediff_patch`, the one owner of every host change
+(modules, motion LoRAs, GroupNorm, schedule, sampler, init latents, rng, inner-model wrapper, ControlNet hints), and
+re-raises errors hooks swallowed; postprocess calls `publish.publish_videos`. Also: animatediff_{settings,lora}.py.
 """
 
 import datetime
 import importlib
 import logging
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from modules.processing import StableDiffusionProcessingImg2Img, images_tensor_t
 from modules.sd_samplers_common import approximation_indexes
 from modules.ui_components import InputAccordion, ToolButton
 
-from motion_module import controlnet, settings, ui_spec
+from motion_module import controlnet, lora, settings, ui_spec
 from motion_module import infotext as mm_infotext
 from motion_module.freeinit import FreeInitConfig, freeinit_sample
 from motion_module.freenoise import noise_source
@@ -97,8 +98,7 @@ def _video_input(p: Any, run: Run) -> None:
 
 
 def _prepare(p: Any, run: Run) -> None:
-    host = _host_state(p)
-    check_host(host, run.params)
+    check_host(host := _host_state(p), run.params)
     _video_input(p, run)
     prompt = p.prompt if isinstance(p.prompt, str) else ""
     ready = prepare_request(  # fp8_storage: a request's override is applied by WebUI only after before_process
@@ -134,7 +134,8 @@ def _sample(p: Any, run: Run, call: Any) -> Any:
     plan = run.plan
     assert plan is not None
     host, scale = Host(unet=p.sd_model.model.diffusion_model, schedule_owner=p.sd_model), plan.motion_scales()
-    with animatediff_patch(host, run.module, plan.context, plan.schedule.alphas_cumprod(), scale) as patch:
+    loras = lora.active_motion_loras(sys.modules.get("networks"), cached=bool(opt("animatediff_keep_models")))
+    with animatediff_patch(host, run.module, plan.context, plan.schedule.alphas_cumprod(), scale, loras) as patch:
         run.patch, run.hints = patch, None
         try:
             if isinstance(p, StableDiffusionProcessingImg2Img):
@@ -247,8 +248,7 @@ class AnimateDiffScript(scripts.Script):
                         for spec in group.shown:
                             build(spec)
         pasted = [name for name in mm_infotext.PASTE_FIELDS if not isinstance(made[name], gr.State)]
-        self.infotext_fields = [PasteField(made[name], lambda d, n=name: mm_infotext.paste_value(d, n))
-                                for name in pasted]
+        self.infotext_fields = [PasteField(made[n], lambda d, n=n: mm_infotext.paste_value(d, n)) for n in pasted]
         self.paste_field_names = [mm_infotext.PASTE_PREFIX + name for name in pasted]
         return [made[spec.name] for spec in FIELDS]
 
