@@ -2,7 +2,7 @@
 
 * In the AnimateDiff panel, next to the model list's refresh button: *move the motion modules to the CPU*
   (frees GPU memory; the next run moves its module back) and *remove the motion modules from memory*.
-* Over HTTP, on the WebUI's server (also with --nowebui):
+* Over HTTP, on the WebUI's server (also with --nowebui; behind WebUI's ``--api-auth`` credentials when given):
   ``POST /animatediff/v1/offload`` -> ``{"moved": n}``; ``POST /animatediff/v1/unload`` -> ``{"unloaded": n}``;
   ``GET /animatediff/v1/memory`` -> ``{"models": [{"file", "device", "dtype", "weights", "bytes"}, ...]}``.
 Imports nothing from the other files in scripts/.
@@ -13,10 +13,12 @@ import logging
 from typing import Any
 
 import gradio as gr
-from modules import call_queue, devices, script_callbacks
+from fastapi import Depends, HTTPException
+from fastapi.security import HTTPBasic, HTTPBasicCredentials
+from modules import call_queue, devices, script_callbacks, shared
 from modules.ui_components import ToolButton
 
-from motion_module import loading
+from motion_module import http_auth, loading
 
 ROUTE = "/animatediff/v1"
 logger = logging.getLogger("animatediff")
@@ -42,10 +44,24 @@ def memory() -> dict[str, Any]:
     return {"models": loading.cache_info()}
 
 
+def _guards() -> list[Any]:
+    """WebUI's own --api-auth check for our routes too (A1111 guards only the routes it adds itself)."""
+    credentials = http_auth.parse_credentials(getattr(shared.cmd_opts, "api_auth", None))
+    if not credentials:
+        return []
+
+    def check(given: HTTPBasicCredentials = Depends(HTTPBasic())) -> None:  # noqa: B008 - FastAPI's idiom
+        if not http_auth.allowed(credentials, given.username, given.password):
+            raise HTTPException(status_code=401, detail="Incorrect username or password",
+                                headers={"WWW-Authenticate": "Basic"})
+    return [Depends(check)]
+
+
 def on_app_started(_demo: Any, app: Any) -> None:
-    app.add_api_route(f"{ROUTE}/unload", unload, methods=["POST"])
-    app.add_api_route(f"{ROUTE}/offload", offload, methods=["POST"])
-    app.add_api_route(f"{ROUTE}/memory", memory, methods=["GET"])
+    guards = _guards()
+    app.add_api_route(f"{ROUTE}/unload", unload, methods=["POST"], dependencies=guards)
+    app.add_api_route(f"{ROUTE}/offload", offload, methods=["POST"], dependencies=guards)
+    app.add_api_route(f"{ROUTE}/memory", memory, methods=["GET"], dependencies=guards)
 
 
 def on_after_component(component: Any, **kwargs: Any) -> None:

@@ -9,6 +9,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+import pytest
 from PIL import Image
 
 GENERATION_TIMEOUT_S = 300.0  # one request: a real model on a busy CPU is slow
@@ -23,8 +24,12 @@ class WebUIError(RuntimeError):
 class WebUIClient:
     """Calls one WebUI at ``base_url`` (e.g. ``http://127.0.0.1:7861``, no trailing slash needed)."""
 
-    def __init__(self, base_url: str) -> None:
+    auth: tuple[str, str] | None = None  # HTTP Basic credentials (the tier launches WebUI with --api-auth)
+
+    def __init__(self, base_url: str, auth: tuple[str, str] | None = None) -> None:
         self.base_url = base_url.rstrip("/")
+        if auth is not None:
+            self.auth = auth
         # every key POSTed to /sdapi/v1/options through this client (tests/webui/options.py puts them back)
         self.options_written: set[str] = set()
 
@@ -34,8 +39,11 @@ class WebUIClient:
         data = None if payload is None else json.dumps(payload).encode("utf-8")
         if method == "POST" and path == "/sdapi/v1/options" and isinstance(payload, dict):
             self.options_written.update(payload)
-        req = urllib.request.Request(f"{self.base_url}{path}", data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
+        headers = {"Content-Type": "application/json"}
+        if self.auth is not None:
+            token = base64.b64encode(":".join(self.auth).encode("utf-8")).decode("ascii")
+            headers["Authorization"] = f"Basic {token}"
+        req = urllib.request.Request(f"{self.base_url}{path}", data=data, method=method, headers=headers)
         try:
             with urllib.request.urlopen(req, timeout=timeout) as resp:
                 body = resp.read()
@@ -101,3 +109,28 @@ def gif_frames(data: bytes) -> list[Image.Image]:
         image.seek(index)
         frames.append(image.convert("RGB").copy())
     return frames
+
+
+def ad_payload(ad: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """A tiny txt2img request with AnimateDiff on (the tiny V2 module, GIF, 8 frames) and ``ad`` over it."""
+    args = {"enable": True, "model": "tiny_v2.safetensors", "format": ["GIF"], "video_length": 8,
+            "batch_size": 8, **ad}
+    return tiny_txt2img(seed=7, alwayson_scripts={"AnimateDiff": {"args": [args]}}, **extra)
+
+
+def expect_error(api: WebUIClient, payload: dict[str, Any], *needles: str) -> str:
+    """POST ``payload`` to txt2img, expect an HTTP 422/500 whose body holds every one of ``needles``."""
+    with pytest.raises(WebUIError) as caught:
+        api.post("/sdapi/v1/txt2img", payload)
+    body = str(caught.value)
+    assert "HTTP 500" in body or "HTTP 422" in body, body
+    for needle in needles:
+        assert needle in body, body
+    return body
+
+
+def png_b64(color: tuple[int, int, int]) -> str:
+    """A 64x64 PNG of one colour, base64 (an API image field)."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), color).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()

@@ -20,6 +20,8 @@ Environment (nothing set: every test in tests/webui is skipped):
   of a ControlNet checkout to link. With a URL, ``1``/a path means "ControlNet must be loaded there".
 * ``ANIMATEDIFF_WEBUI_STARTUP_TIMEOUT``: seconds to wait for the API (default 300).
 * ``ANIMATEDIFF_WEBUI_ARGS``: extra ``launch.py`` arguments (shell syntax), e.g. ``--api-log``.
+* ``ANIMATEDIFF_WEBUI_AUTH``: ``user:password`` of a WebUI at a URL that was started with ``--api-auth``. A
+  launched WebUI always gets ``--api-auth`` (``LIVE_AUTH``), so every test runs behind WebUI's credentials.
 
 After each test every setting it changed is put back (``options.py``), also in a WebUI it did not start.
 The terminal summary ends with one line naming the WebUI, its extensions and ControlNet's API version.
@@ -37,7 +39,10 @@ from typing import Any
 
 import pytest
 
+from tests.fixtures.motion_modules import build_state_dict, write_checkpoint
+
 from .client import WebUIClient, tiny_txt2img
+from .controlnet_model import cn_model  # noqa: F401 - the tier's ControlNet fixture
 from .launcher import (
     CONTROLNET_NAME,
     EXTENSION_NAME,
@@ -60,6 +65,7 @@ from .options import config_file, restore, snapshot
 
 HERE = Path(__file__).resolve().parent
 BATCH_TAB_ROUTE_NAME = "animatediff-test-batch-tab-route"
+LIVE_AUTH = ("animatediff", "live-tier-secret")  # --api-auth of a launched WebUI
 SKIP_REASON = ("live-WebUI tier off: set ANIMATEDIFF_WEBUI_DIR=/path/to/stable-diffusion-webui (launches "
                "one) or ANIMATEDIFF_WEBUI_URL=http://127.0.0.1:7861 (uses a running one)")
 # A1111 1.10 restores a request's override_settings afterwards only for keys already in config.json
@@ -151,7 +157,8 @@ def _launch(tmp_root: Path) -> Iterator[WebUISession]:
     mm_dir.mkdir(parents=True, exist_ok=True)
     motion_modules = build_motion_modules_hook(mm_dir)
     port = free_port()
-    extra = [*(controlnet_args(data_dir) if controlnet is not None else []),
+    WebUIClient.auth = LIVE_AUTH  # every client of this session sends WebUI's credentials
+    extra = [*(controlnet_args(data_dir) if controlnet is not None else []), "--api-auth", ":".join(LIVE_AUTH),
              *shlex.split(os.environ.get("ANIMATEDIFF_WEBUI_ARGS", ""))]
     command = launch_command(python, checkpoint, data_dir, port, extra)
     started = time.monotonic()
@@ -178,6 +185,8 @@ def webui_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebUISes
     """The WebUI of this session: the one at ANIMATEDIFF_WEBUI_URL, or one launched from _DIR."""
     url = os.environ.get("ANIMATEDIFF_WEBUI_URL", "").strip().rstrip("/")
     if url:
+        user, _, password = os.environ.get("ANIMATEDIFF_WEBUI_AUTH", "").partition(":")
+        WebUIClient.auth = (user, password) if user else None
         if not is_ready(url, timeout=10.0):
             pytest.fail(f"ANIMATEDIFF_WEBUI_URL={url}: no A1111 API answers GET /sdapi/v1/sd-models "
                         "(start the WebUI with --api, or unset the variable)", pytrace=False)
@@ -234,3 +243,24 @@ def _restore_changed_options(webui_session: WebUISession, webui: WebUIClient) ->
     if unknown:
         warnings.warn(f"WebUI settings {unknown} were set by a test but neither their previous value nor "
                       "a default is known: left as they are", stacklevel=1)
+
+
+# tiny random motion modules matching the tiny SD1.5-shaped checkpoint (channels 32/64/128/128), selected by
+# the tests through the animatediff_model_path setting (fixture ``api``)
+MOTION_MODULES = {"tiny_v1.safetensors": "v1", "tiny_v2.safetensors": "v2", "tiny_v3.safetensors": "v3",
+                  "tiny_lightning.safetensors": "lightning", "tiny_sdxl.safetensors": "sdxl"}
+
+
+@pytest.fixture(scope="session")
+def module_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("animatediff-models")
+    for name, family in MOTION_MODULES.items():
+        write_checkpoint(folder / name, build_state_dict(family, seed=3), "safetensors")
+    return folder
+
+
+@pytest.fixture
+def api(webui: WebUIClient, module_dir: Path) -> WebUIClient:
+    """The session's WebUI with AnimateDiff's model folder set to the tiny modules."""
+    webui.post("/sdapi/v1/options", {"animatediff_model_path": str(module_dir)})
+    return webui

@@ -161,10 +161,13 @@ def start_webui(webui_dir: Path, command: Sequence[str], port: int, log_path: Pa
 
 
 def is_ready(url: str, timeout: float = 2.0) -> bool:
-    """True once the API answers ``GET /sdapi/v1/sd-models`` with 200."""
+    """True once the API answers ``GET /sdapi/v1/sd-models`` with 200 (or 401: it asks for --api-auth's
+    credentials, so it is up)."""
     try:
         with urllib.request.urlopen(f"{url}{READY_PATH}", timeout=timeout) as resp:
             return int(resp.status) == 200
+    except urllib.error.HTTPError as exc:
+        return exc.code == 401
     except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
         return False
 

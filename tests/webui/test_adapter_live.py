@@ -11,11 +11,10 @@ from typing import Any
 
 import pytest
 
-from .client import WebUIClient, WebUIError, png_bytes, tiny_txt2img, videos
-from .test_animatediff_api import _png_b64, ad_payload, api, module_dir  # noqa: F401 - fixtures
+from .client import WebUIClient, WebUIError, ad_payload, png_b64, png_bytes, tiny_txt2img, videos
 
 
-def plain(api: WebUIClient) -> bytes:  # noqa: F811
+def plain(api: WebUIClient) -> bytes:
     return png_bytes(api.txt2img(**tiny_txt2img(seed=99)))[0]
 
 
@@ -23,7 +22,7 @@ def plain(api: WebUIClient) -> bytes:  # noqa: F811
                                            ({"closed_loop": "X"}, "closed_loop"),
                                            ({"model": "missing.safetensors"}, "model")])
 def test_a_client_mistake_is_http_422_naming_the_field_before_any_sampling(
-        api: WebUIClient, ad: dict[str, Any], field: str) -> None:  # noqa: F811
+        api: WebUIClient, ad: dict[str, Any], field: str) -> None:
     start = time.monotonic()
     with pytest.raises(WebUIError) as caught:
         api.post("/sdapi/v1/txt2img", ad_payload(ad, steps=5000))  # minutes of sampling, if it sampled
@@ -37,12 +36,12 @@ def test_a_client_mistake_is_http_422_naming_the_field_before_any_sampling(
 def _img2img(ad: dict[str, Any], steps: int = 2) -> dict[str, Any]:
     args = {"enable": True, "model": "tiny_v2.safetensors", "format": ["GIF"], "video_length": 6,
             "batch_size": 6, **ad}
-    return {"init_images": [_png_b64((200, 30, 30))], "denoising_strength": 0.6, "prompt": "a red square",
+    return {"init_images": [png_b64((200, 30, 30))], "denoising_strength": 0.6, "prompt": "a red square",
             "steps": steps, "width": 64, "height": 64, "seed": 3, "sampler_name": "Euler", "cfg_scale": 7,
             "alwayson_scripts": {"AnimateDiff": {"args": [args]}}}
 
 
-def _interrupted(api: WebUIClient, path: str, payload: dict[str, Any]) -> None:  # noqa: F811
+def _interrupted(api: WebUIClient, path: str, payload: dict[str, Any]) -> None:
     worker = threading.Thread(target=lambda: api.post(path, payload), daemon=True)
     worker.start()
     deadline = time.monotonic() + 120
@@ -54,9 +53,9 @@ def _interrupted(api: WebUIClient, path: str, payload: dict[str, Any]) -> None: 
     assert not worker.is_alive()
 
 
-def test_restored_after_img2img_and_freeinit_success_and_interrupt(api: WebUIClient) -> None:  # noqa: F811
+def test_restored_after_img2img_and_freeinit_success_and_interrupt(api: WebUIClient) -> None:
     before = plain(api)
-    gif = videos(api.post("/sdapi/v1/img2img", _img2img({"last_frame": _png_b64((0, 0, 200))})))[0]
+    gif = videos(api.post("/sdapi/v1/img2img", _img2img({"last_frame": png_b64((0, 0, 200))})))[0]
     assert gif[:6] == b"GIF89a"
     assert plain(api) == before  # sampler rebuilt and init latents replaced inside the patch, both undone
     _interrupted(api, "/sdapi/v1/img2img", _img2img({}, steps=400))
@@ -68,7 +67,7 @@ def test_restored_after_img2img_and_freeinit_success_and_interrupt(api: WebUICli
     assert plain(api) == before
 
 
-def test_an_upload_failure_is_reported_in_the_response_and_nothing_is_lost(api: WebUIClient) -> None:  # noqa: F811
+def test_an_upload_failure_is_reported_in_the_response_and_nothing_is_lost(api: WebUIClient) -> None:
     keys = {"animatediff_s3_enable": True, "animatediff_s3_endpoint": "http://127.0.0.1:9",
             "animatediff_s3_bucket": "videos", "animatediff_s3_access_key": "k", "animatediff_s3_secret_key": "s"}
     old = {k: api.options().get(k) for k in keys}

@@ -18,45 +18,19 @@ import imageio.v3 as iio
 import pytest
 from PIL import Image
 
-from tests.fixtures.motion_modules import build_state_dict, write_checkpoint
-
-from .client import WebUIClient, WebUIError, gif_frames, png_bytes, tiny_txt2img, videos
+from .client import (
+    WebUIClient,
+    ad_payload,
+    expect_error,
+    gif_frames,
+    png_b64,
+    png_bytes,
+    tiny_txt2img,
+    videos,
+)
 from .launcher import WebUISession
 
 TRAVEL = "masterpiece\n0: a calm sea\n4: a storm, lightning\nsunset"
-MODULES = {"tiny_v1.safetensors": "v1", "tiny_v2.safetensors": "v2", "tiny_v3.safetensors": "v3",
-           "tiny_lightning.safetensors": "lightning", "tiny_sdxl.safetensors": "sdxl"}
-
-
-@pytest.fixture(scope="session")
-def module_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("animatediff-models")
-    for name, family in MODULES.items():
-        write_checkpoint(folder / name, build_state_dict(family, seed=3), "safetensors")
-    return folder
-
-
-@pytest.fixture
-def api(webui: WebUIClient, module_dir: Path) -> WebUIClient:
-    webui.post("/sdapi/v1/options", {"animatediff_model_path": str(module_dir)})
-    return webui
-
-
-def ad_payload(ad: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    args = {"enable": True, "model": "tiny_v2.safetensors", "format": ["GIF"], "video_length": 8,
-            "batch_size": 8, **ad}
-    return tiny_txt2img(seed=7, alwayson_scripts={"AnimateDiff": {"args": [args]}}, **extra)
-
-
-
-def expect_error(api: WebUIClient, payload: dict[str, Any], *needles: str) -> str:
-    with pytest.raises(WebUIError) as caught:
-        api.post("/sdapi/v1/txt2img", payload)
-    body = str(caught.value)
-    assert "HTTP 500" in body or "HTTP 422" in body, body
-    for needle in needles:
-        assert needle in body, body
-    return body
 
 
 def test_every_format_decodes_and_infotext_round_trips(api: WebUIClient) -> None:
@@ -160,19 +134,13 @@ def test_prompt_travel_changes_the_video(api: WebUIClient) -> None:
     assert travel != still
 
 
-def _png_b64(color: tuple[int, int, int]) -> str:
-    buffer = io.BytesIO()
-    Image.new("RGB", (64, 64), color).save(buffer, format="PNG")
-    return base64.b64encode(buffer.getvalue()).decode()
-
-
 def test_img2img_with_a_last_frame(api: WebUIClient) -> None:
     payload = {
-        "init_images": [_png_b64((200, 30, 30))], "denoising_strength": 0.6, "prompt": "a red square",
+        "init_images": [png_b64((200, 30, 30))], "denoising_strength": 0.6, "prompt": "a red square",
         "steps": 2, "width": 64, "height": 64, "seed": 3, "sampler_name": "Euler", "cfg_scale": 7,
         "alwayson_scripts": {"AnimateDiff": {"args": [{
             "enable": True, "model": "tiny_v2.safetensors", "format": ["GIF"], "video_length": 8, "batch_size": 8,
-            "last_frame": _png_b64((30, 30, 200)), "latent_scale": 8, "latent_scale_last": 8}]}},
+            "last_frame": png_b64((30, 30, 200)), "latent_scale": 8, "latent_scale_last": 8}]}},
     }
     with_last = gif_frames(videos(api.post("/sdapi/v1/img2img", payload))[0])
     payload["alwayson_scripts"]["AnimateDiff"]["args"][0]["last_frame"] = None

@@ -15,9 +15,8 @@ import pytest
 
 from tests.fixtures.motion_loras import write_motion_lora, write_v3_adapter
 
-from .client import WebUIClient, gif_frames, png_bytes, tiny_txt2img, videos
+from .client import WebUIClient, ad_payload, expect_error, gif_frames, png_bytes, tiny_txt2img, videos
 from .launcher import WebUISession
-from .test_animatediff_api import ad_payload, api, expect_error, module_dir  # noqa: F401 - fixtures
 
 MOTION_LORAS = {"tiny_pan": ("original", ".ckpt"), "tiny_pan_resaved": ("original", ".safetensors"),
                 "tiny_zoom": ("peft", ".safetensors"), "tiny_roll": ("diffusers", ".safetensors"),
@@ -38,12 +37,12 @@ def loras(webui_session: WebUISession) -> Path:
     return folder
 
 
-def _frames(api: WebUIClient, prompt: str, **ad: Any) -> np.ndarray:  # noqa: F811
+def _frames(api: WebUIClient, prompt: str, **ad: Any) -> np.ndarray:
     payload = ad_payload({"video_length": 4, "batch_size": 4, **ad}, prompt=prompt)
     return np.stack([np.asarray(f) for f in gif_frames(videos(api.post("/sdapi/v1/txt2img", payload))[0])])
 
 
-def _still(api: WebUIClient, prompt: str) -> tuple[bytes, dict[str, Any]]:  # noqa: F811
+def _still(api: WebUIClient, prompt: str) -> tuple[bytes, dict[str, Any]]:
     response = api.txt2img(**tiny_txt2img(seed=5, prompt=prompt))
     return png_bytes(response)[0], json.loads(response["info"])
 
@@ -55,7 +54,7 @@ def _pixels(png: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
 
 
-def test_motion_loras_are_listed_and_apply_through_the_prompt(api: WebUIClient, loras: Path) -> None:  # noqa: F811
+def test_motion_loras_are_listed_and_apply_through_the_prompt(api: WebUIClient, loras: Path) -> None:
     listed = {item["name"] for item in api.get("/sdapi/v1/loras")}
     assert set(MOTION_LORAS) | {"tiny_v3_adapter"} <= listed
     still_before, info = _still(api, f"{PROMPT} <lora:tiny_pan:0.8>")  # AnimateDiff off: a note, no effect
@@ -75,7 +74,7 @@ def test_motion_loras_are_listed_and_apply_through_the_prompt(api: WebUIClient, 
     assert _still(api, f"{PROMPT} <lora:tiny_pan:0.8>")[0] == still_before  # plain txt2img: byte-identical
 
 
-def test_a_motion_lora_on_a_module_it_does_not_fit_is_a_clear_error(api: WebUIClient, loras: Path) -> None:  # noqa: F811
+def test_a_motion_lora_on_a_module_it_does_not_fit_is_a_clear_error(api: WebUIClient, loras: Path) -> None:
     before = _still(api, PROMPT)[0]
     payload = ad_payload({"model": "tiny_v1.safetensors", "video_length": 4, "batch_size": 4},
                          prompt=f"{PROMPT} <lora:tiny_pan:1>")
@@ -84,7 +83,7 @@ def test_a_motion_lora_on_a_module_it_does_not_fit_is_a_clear_error(api: WebUICl
     assert _still(api, PROMPT)[0] == before
 
 
-def test_the_v3_adapter_applies_as_an_ordinary_lora(api: WebUIClient, loras: Path) -> None:  # noqa: F811
+def test_the_v3_adapter_applies_as_an_ordinary_lora(api: WebUIClient, loras: Path) -> None:
     plain = _pixels(_still(api, PROMPT)[0])
     half = _pixels(_still(api, f"{PROMPT} <lora:tiny_v3_adapter:0.5>")[0])
     full = _pixels(_still(api, f"{PROMPT} <lora:tiny_v3_adapter:1>")[0])

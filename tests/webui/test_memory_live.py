@@ -11,27 +11,28 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.fixtures.motion_modules import build_state_dict, write_checkpoint
 
-from .client import WebUIClient, gif_frames, infotexts, png_bytes, tiny_txt2img, videos
-from .test_animatediff_api import ad_payload, api, module_dir  # noqa: F401 - fixtures
+from .client import WebUIClient, WebUIError, ad_payload, gif_frames, infotexts, png_bytes, tiny_txt2img, videos
 
 MEMORY = "/animatediff/v1"
 
 
-def _models(api: WebUIClient) -> list[dict[str, Any]]:  # noqa: F811
+def _models(api: WebUIClient) -> list[dict[str, Any]]:
     return list(api.get(f"{MEMORY}/memory")["models"])
 
 
-def _plain(api: WebUIClient) -> bytes:  # noqa: F811
+def _plain(api: WebUIClient) -> bytes:
     return png_bytes(api.txt2img(**tiny_txt2img(seed=99)))[0]
 
 
-def _video(api: WebUIClient, **ad: Any) -> bytes:  # noqa: F811
+def _video(api: WebUIClient, **ad: Any) -> bytes:
     return videos(api.post("/sdapi/v1/txt2img", ad_payload({"video_length": 6, "batch_size": 6, **ad})))[0]
 
 
-def test_fp8_weight_option_stores_the_module_in_fp8_and_never_reuses_it_without(api: WebUIClient) -> None:  # noqa: F811
+def test_fp8_weight_option_stores_the_module_in_fp8_and_never_reuses_it_without(api: WebUIClient) -> None:
     api.post(f"{MEMORY}/unload")
     api.post("/sdapi/v1/options", {"fp8_storage": "Disable"})
     plain = _plain(api)
@@ -57,7 +58,7 @@ def test_fp8_weight_option_stores_the_module_in_fp8_and_never_reuses_it_without(
     assert [m["weights"] for m in _models(api)] == ["float32"]
 
 
-def test_fp8_by_override_settings_follows_what_webui_did(api: WebUIClient) -> None:  # noqa: F811
+def test_fp8_by_override_settings_follows_what_webui_did(api: WebUIClient) -> None:
     """``override_settings: {"fp8_storage": "Enable"}``: A1111 1.10 applies it after the scripts' before_process
     and reloads its UNet in FP8 at the start of each batch (``process_images_inner``); the module, loaded in
     before_process, reads the override too and agrees with the UNet."""
@@ -71,14 +72,14 @@ def test_fp8_by_override_settings_follows_what_webui_did(api: WebUIClient) -> No
     assert unet_fp8
 
 
-def test_fp8_for_sdxl_only_leaves_an_sd15_module_alone(api: WebUIClient) -> None:  # noqa: F811
+def test_fp8_for_sdxl_only_leaves_an_sd15_module_alone(api: WebUIClient) -> None:
     api.post(f"{MEMORY}/unload")
     api.post("/sdapi/v1/options", {"fp8_storage": "Enable for SDXL"})
     _video(api)
     assert [m["weights"] for m in _models(api)] == ["float32"]
 
 
-def test_unload_and_offload_routes(api: WebUIClient) -> None:  # noqa: F811
+def test_unload_and_offload_routes(api: WebUIClient) -> None:
     _video(api)
     assert _models(api)
     assert api.post(f"{MEMORY}/offload") == {"moved": 0}  # on a CPU-only WebUI everything is on the CPU already
@@ -88,7 +89,7 @@ def test_unload_and_offload_routes(api: WebUIClient) -> None:  # noqa: F811
     assert gif_frames(_video(api))  # loaded again on demand
 
 
-def test_a_module_file_rewritten_on_disk_is_read_again(api: WebUIClient, tmp_path: Path) -> None:  # noqa: F811
+def test_a_module_file_rewritten_on_disk_is_read_again(api: WebUIClient, tmp_path: Path) -> None:
     folder = tmp_path / "models"
     folder.mkdir()
     path = folder / "mine.safetensors"
@@ -101,3 +102,18 @@ def test_a_module_file_rewritten_on_disk_is_read_again(api: WebUIClient, tmp_pat
     assert [m["file"] for m in _models(api)].count(str(path.resolve())) == 1  # the old version was dropped
     api.post(f"{MEMORY}/unload")
     assert _video(api, model="mine.safetensors") == second  # what a fresh read of the new file gives
+
+
+def test_the_memory_routes_ask_for_webuis_api_credentials(api: WebUIClient) -> None:
+    """The tier's WebUI runs with --api-auth: A1111's routes and ours refuse a request without the credentials
+    or with a wrong password (HTTP 401), and answer with them."""
+    if WebUIClient.auth is None:
+        pytest.skip("this WebUI was not started with --api-auth")
+    for auth in (None, (WebUIClient.auth[0], "wrong")):
+        anonymous = WebUIClient(api.base_url)
+        anonymous.auth = auth  # none, or a wrong password
+        for method, path in (("GET", f"{MEMORY}/memory"), ("POST", f"{MEMORY}/unload"),
+                             ("POST", f"{MEMORY}/offload"), ("GET", "/sdapi/v1/sd-models")):
+            with pytest.raises(WebUIError, match="HTTP 401"):
+                anonymous.request(method, path)
+    assert isinstance(_models(api), list)

@@ -23,8 +23,6 @@ from motion_module.video_metadata import ffmpeg_exe
 
 from .client import WebUIClient, WebUIError, png_bytes, tiny_txt2img, videos
 from .launcher import WebUISession
-from .test_animatediff_api import api, module_dir  # noqa: F401 - fixtures
-from .test_controlnet_live import cn_model  # noqa: F401 - fixture
 
 SIZE = 64
 
@@ -88,7 +86,7 @@ def probe(data: bytes, tmp_path: Path) -> str:
     return subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", str(path)], capture_output=True, text=True).stderr
 
 
-def test_video_source_path_sets_length_rate_and_audio(api: WebUIClient, cn_model: str, inputs: Path,  # noqa: F811
+def test_video_source_path_sets_length_rate_and_audio(api: WebUIClient, cn_model: str, inputs: Path,
                                                       tmp_path: Path) -> None:
     video = make_video(inputs / "clip.mp4", 10)
     response = api.post("/sdapi/v1/txt2img", v2v({"video_source": str(video), "fps": 0, "format": ["GIF", "MP4"]},
@@ -101,7 +99,7 @@ def test_video_source_path_sets_length_rate_and_audio(api: WebUIClient, cn_model
     assert "video_length: 10" in infotext and "fps: 0" in infotext
 
 
-def test_base64_video_source_and_frames_folder_and_unit_batch(api: WebUIClient, cn_model: str,  # noqa: F811
+def test_base64_video_source_and_frames_folder_and_unit_batch(api: WebUIClient, cn_model: str,
                                                               inputs: Path) -> None:
     video = make_video(inputs / "b64.mp4", 6, audio=False)
     encoded = "data:video/mp4;base64," + base64.b64encode(video.read_bytes()).decode()
@@ -115,7 +113,7 @@ def test_base64_video_source_and_frames_folder_and_unit_batch(api: WebUIClient, 
     assert gif_length(videos(by_unit)[0]) == 5  # the unit's own folder wins, and sets the (shortest) length
 
 
-def test_inpaint_unit_reads_images_and_masks(api: WebUIClient, cn_model: str, inputs: Path) -> None:  # noqa: F811
+def test_inpaint_unit_reads_images_and_masks(api: WebUIClient, cn_model: str, inputs: Path) -> None:
     clip = inputs / "inpaint"
     frames_folder(clip / "image", 6)
     (clip / "mask").mkdir(parents=True, exist_ok=True)
@@ -131,7 +129,7 @@ def _frames(response: dict[str, Any]) -> list[np.ndarray]:
     return [np.asarray(Image.open(io.BytesIO(png)).convert("RGB")) for png in png_bytes(response)]
 
 
-def test_each_window_sees_exactly_its_frames_hints(api: WebUIClient, cn_model: str, inputs: Path) -> None:  # noqa: F811
+def test_each_window_sees_exactly_its_frames_hints(api: WebUIClient, cn_model: str, inputs: Path) -> None:
     """12 frames, context 4, no overlap, N: windows 0-3, 4-7, 8-11 at every step. Two runs whose control frames
     differ only at frame 1: frames 8-11 never share a window with it and must be bit-identical."""
     base, changed = frames_folder(inputs / "k-base", 12), frames_folder(inputs / "k-changed", 12)
@@ -145,7 +143,7 @@ def test_each_window_sees_exactly_its_frames_hints(api: WebUIClient, cn_model: s
         np.testing.assert_array_equal(a[k], b[k], err_msg=f"frame {k} saw frame 1's control")
 
 
-def test_plain_txt2img_is_unchanged_by_controlnet_and_v2v(api: WebUIClient, cn_model: str,  # noqa: F811
+def test_plain_txt2img_is_unchanged_by_controlnet_and_v2v(api: WebUIClient, cn_model: str,
                                                           inputs: Path) -> None:
     before = png_bytes(api.txt2img(**tiny_txt2img(seed=99)))[0]
     api.post("/sdapi/v1/txt2img", v2v({"video_path": str(frames_folder(inputs / "restore", 6))}, unit(cn_model)))
@@ -160,13 +158,13 @@ def _b64(image: Image.Image) -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
-def _error(api: WebUIClient, payload: dict[str, Any]) -> str:  # noqa: F811
+def _error(api: WebUIClient, payload: dict[str, Any]) -> str:
     with pytest.raises(WebUIError) as caught:
         api.post("/sdapi/v1/txt2img", payload)
     return str(caught.value)
 
 
-def test_clear_errors(api: WebUIClient, cn_model: str, inputs: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_clear_errors(api: WebUIClient, cn_model: str, inputs: Path, tmp_path: Path) -> None:
     short = frames_folder(inputs / "short", 5)
     body = _error(api, v2v({"video_path": str(short), "video_length": 9}, unit(cn_model)))
     assert "HTTP 422" in body and "ControlNet unit 0" in body and "5" in body and "9" in body, body
@@ -181,7 +179,7 @@ def test_clear_errors(api: WebUIClient, cn_model: str, inputs: Path, tmp_path: P
     assert "has no input" in _error(api, v2v({"video_length": 4}, unit(cn_model)))
 
 
-def test_fps_zero_without_a_source_plays_at_eight(api: WebUIClient) -> None:  # noqa: F811
+def test_fps_zero_without_a_source_plays_at_eight(api: WebUIClient) -> None:
     response = api.post("/sdapi/v1/txt2img", tiny_txt2img(seed=3, alwayson_scripts={"AnimateDiff": {"args": [
         {"enable": True, "model": "tiny_v2.safetensors", "format": ["GIF"], "video_length": 4, "fps": 0}]}}))
     image = Image.open(io.BytesIO(videos(response)[0]))
@@ -189,7 +187,7 @@ def test_fps_zero_without_a_source_plays_at_eight(api: WebUIClient) -> None:  # 
 
 
 @pytest.mark.parametrize("batch_cond_uncond", [True, False])
-def test_v2v_with_hires_fix_travel_and_either_batch_layout(api: WebUIClient, cn_model: str,  # noqa: F811
+def test_v2v_with_hires_fix_travel_and_either_batch_layout(api: WebUIClient, cn_model: str,
                                                            inputs: Path, batch_cond_uncond: bool) -> None:
     folder = frames_folder(inputs / "hires", 8)
     payload = v2v({"video_path": str(folder), "overlap": 2, "format": ["PNG"]}, unit(cn_model),
@@ -200,7 +198,7 @@ def test_v2v_with_hires_fix_travel_and_either_batch_layout(api: WebUIClient, cn_
     assert len(frames) == 8 and frames[0].shape == (96, 96, 3)  # the hires pass got its own (resized) hints
 
 
-def test_img2img_batch_tab_makes_one_video_of_the_folder(api: WebUIClient, cn_model: str,  # noqa: F811
+def test_img2img_batch_tab_makes_one_video_of_the_folder(api: WebUIClient, cn_model: str,
                                                          inputs: Path) -> None:
     """The Batch tab's input folder: its images are the init frames of ONE video (not one clip per image), and
     the frames of a ControlNet unit without an input."""
