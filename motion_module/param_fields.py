@@ -354,9 +354,9 @@ FIELDS: tuple[FieldSpec, ...] = (
        "0 = the motion modules have no effect, above 1 = stronger motion.", minimum=0, maximum=2, step=0.05,
        infotext_key="motion_scale"),
     _f("motion_scale_keyframes", "keyframes", "", "Motion scale keyframes",
-       "A motion scale per frame, e.g. '0: 1, 16: 0.4, 31: 1.2' (frame: scale, frames from 0), linear between "
-       "keyframes and held before the first and after the last (closed loops R+P/A past one window wrap "
-       "around); replaces Motion scale when given. Empty = Motion scale for every frame.",
+       "A motion scale per frame as 'frame: scale' pairs like '0: 1, 16: 0.4, 31: 1.2' (frames from 0), "
+       "replacing Motion scale when given. Linear between keyframes, held before the first and after the last "
+       "(closed loops R+P/A past one window wrap around). Empty = Motion scale for every frame.",
        infotext_key="motion_scale_keyframes", xyz=False),
 )
 

@@ -408,3 +408,10 @@ def test_readme_table_is_the_generated_one() -> None:
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
     assert fields_markdown() in readme, "README's parameter table is stale: paste fields_markdown() there"
+
+
+def test_every_short_help_is_a_whole_sentence() -> None:
+    """The panel shows each field's first sentence: it must not stop at an abbreviation ("e.g.")."""
+    for spec in FIELDS:
+        words = spec.short_help.split()
+        assert len(words) >= 3 and words[-1].lower() not in ("e.g.", "i.e.", "etc.", "vs."), spec.name
