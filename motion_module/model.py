@@ -131,26 +131,16 @@ class TemporalTransformer(nn.Module):
         self.transformer_blocks = nn.ModuleList([TemporalTransformerBlock(dim, max_len)])
         self.proj_out = nn.Linear(dim, dim)
 
-    def forward(self, x: Tensor, num_frames: int, budget: int | None = None) -> Tensor:
-        """``budget``: at most this many (position, frame) tokens go through the layers at once; positions
-        are independent sequences, so the result is the same and only the transient memory is bounded."""
+    def forward(self, x: Tensor, num_frames: int) -> Tensor:
         rows, c, h, w = x.shape
         if num_frames < 1 or rows % num_frames:
             raise ValueError(f"{rows} rows cannot be split into videos of {num_frames} frames")
-        videos, positions = rows // num_frames, h * w
-        step = positions if budget is None else max(1, budget // rows)
-        # (B*F, C, H, W) -> (B, H*W, F, C): every spatial position of every video is one sequence.
-        seq = self._normalise(x, videos).view(videos, num_frames, c, positions).permute(0, 3, 1, 2)
-        if step >= positions:
-            body = self._body(seq.reshape(videos * positions, num_frames, c))
-            # the residual add reads the permuted view directly: one pass, no separate copy back
-            out = x.view(videos, num_frames, c, h, w) + body.view(videos, h, w, num_frames, c).permute(0, 3, 4, 1, 2)
-            return out.view(rows, c, h, w)
-        out = x.clone().view(videos, num_frames, c, positions)
-        for start in range(0, positions, step):
-            part = seq[:, start : start + step]
-            body = self._body(part.reshape(-1, num_frames, c)).view(videos, part.shape[1], num_frames, c)
-            out[..., start : start + step] += body.permute(0, 2, 3, 1)
+        videos = rows // num_frames
+        # (B*F, C, H, W) -> (B*H*W, F, C): every spatial position of every video is one sequence.
+        seq = self._normalise(x, videos).view(videos, num_frames, c, h * w).permute(0, 3, 1, 2)
+        body = self._body(seq.reshape(videos * h * w, num_frames, c))
+        # the residual add reads the permuted view directly: one pass, no separate copy back to (B*F, C, H, W)
+        out = x.view(videos, num_frames, c, h, w) + body.view(videos, h, w, num_frames, c).permute(0, 3, 4, 1, 2)
         return out.view(rows, c, h, w)
 
     def windowed(self, x: Tensor, groups: list[tuple[int, Tensor, Tensor]], budget: int | None = None) -> Tensor:
@@ -206,8 +196,8 @@ class TemporalModule(nn.Module):
         super().__init__()
         self.temporal_transformer = TemporalTransformer(dim, max_len, per_video)
 
-    def forward(self, x: Tensor, num_frames: int, budget: int | None = None) -> Tensor:
-        return self.temporal_transformer(x, num_frames, budget)
+    def forward(self, x: Tensor, num_frames: int) -> Tensor:
+        return self.temporal_transformer(x, num_frames)
 
 
 class MotionBlock(nn.Module):

@@ -103,11 +103,14 @@ def test_chunked_spatial_layers_and_position_chunks_match_whole_calls(unet: torc
     whole, wide = run(unet, 40, "motion_module", max_rows=40)
     assert per_step[0][2] == 16 and wide[0][2] == 40
     torch.testing.assert_close(chunked, whole, rtol=1e-5, atol=1e-5)
-    # the temporal transformer alone: position chunks (budget) vs all positions at once
+    # the temporal transformer alone: windows over position chunks (budget) vs all positions at once
     module = make_mm("v2").down(0, 0).temporal_transformer
     x = torch.randn(2 * 20, 32, 8, 8)
+    groups = [(20, torch.arange(40), torch.ones(40, dtype=torch.float64))]  # one window: each video whole
     with torch.no_grad():
-        torch.testing.assert_close(module(x, 20, budget=3 * 20 * 2), module(x, 20), rtol=1e-5, atol=1e-5)
+        whole = module(x, 20)
+        torch.testing.assert_close(module.windowed(x, groups), whole, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(module.windowed(x, groups, budget=3 * 40), whole, rtol=1e-5, atol=1e-5)
     assert FrameState(4, 32).temporal is None
 
 
