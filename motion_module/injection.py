@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from .errors import IncompatibleModelError, TooManyFramesError
 from .instance_forward import wrap_instance_forward
 from .model import MotionModule, TemporalModule
+from .rows import slice_rows
 from .weights import follow_host
 
 
@@ -276,14 +277,6 @@ def spatial_layers(unet: nn.Module, skip_groupnorm: bool = False) -> list[nn.Mod
     return layers
 
 
-def _rows_of(value: Any, rows: int, part: slice) -> Any:
-    if isinstance(value, Tensor) and value.dim() > 0 and value.shape[0] == rows:
-        return value[part]
-    if isinstance(value, (list, tuple)) and value and all(isinstance(v, Tensor) for v in value):
-        return type(value)(_rows_of(v, rows, part) for v in value)
-    return value
-
-
 def _chunked(inner: Callable[..., Tensor], state: FrameState) -> Callable[..., Tensor]:
     """``inner`` over ``state.temporal.chunk`` rows at a time: every per-row argument (x, emb, context) is
     sliced alike and the outputs are written into one tensor. A pass-through without motion-module windows."""
@@ -295,8 +288,7 @@ def _chunked(inner: Callable[..., Tensor], state: FrameState) -> Callable[..., T
         out: Tensor | None = None
         for start in range(0, rows, chunk):
             part = slice(start, min(start + chunk, rows))
-            y = inner(x[part], *(_rows_of(a, rows, part) for a in args),
-                      **{k: _rows_of(v, rows, part) for k, v in kwargs.items()})
+            y = inner(x[part], *slice_rows(args, rows, part), **slice_rows(kwargs, rows, part))
             if out is None:
                 out = y.new_empty((rows, *y.shape[1:]))
             out[part] = y
