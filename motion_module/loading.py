@@ -281,13 +281,19 @@ _CACHE: OrderedDict[tuple[FileKey, str, torch.dtype | None, torch.dtype | None],
 _CACHE_LOCK = threading.Lock()
 
 
-def _file_key(path: str | os.PathLike[str]) -> FileKey:
+def file_version(path: str | os.PathLike[str]) -> FileKey:
+    """What identifies one version of a file for the caches (a rewrite or a replacement changes it); OSError
+    when it cannot be read."""
     resolved = Path(path).resolve()
+    stat = resolved.stat()
+    return str(resolved), stat.st_mtime_ns, stat.st_size, stat.st_ino, stat.st_ctime_ns
+
+
+def _file_key(path: str | os.PathLike[str]) -> FileKey:
     try:
-        stat = resolved.stat()
+        return file_version(path)
     except OSError:
         raise MotionModuleError(f"{path}: file not found; put the motion module in the model folder") from None
-    return str(resolved), stat.st_mtime_ns, stat.st_size, stat.st_ino, stat.st_ctime_ns
 
 
 def load_for_unet(path: str | os.PathLike[str], base: str, channels: Sequence[int], *, name: str | None = None,

@@ -26,14 +26,13 @@ from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from .errors import IncompatibleModelError, NotAMotionModuleError
-from .loading import named_errors, read_state_dict
+from .loading import FileKey, file_version, named_errors, read_state_dict
 from .lora_keys import MOTION, SPATIAL, classify, kohya_unet_key, motion_target, split_key
 from .model import MotionModule
 
@@ -136,22 +135,16 @@ def describe_lora(state_dict: Mapping[str, Tensor]) -> dict[str, object] | None:
 
 
 # ------------------------------------------------------------------------------------------------ files
-_KINDS: dict[tuple[str, int, int], str | None] = {}
-_CACHE: OrderedDict[tuple[str, int, int], MotionLora] = OrderedDict()
+_KINDS: dict[FileKey, str | None] = {}
+_CACHE: OrderedDict[FileKey, MotionLora] = OrderedDict()
 _LOCK = threading.Lock()
-
-
-def _file_key(path: str | os.PathLike[str]) -> tuple[str, int, int]:
-    resolved = Path(path).resolve()
-    stat = resolved.stat()
-    return str(resolved), stat.st_mtime_ns, stat.st_size
 
 
 def lora_kind(path: str | os.PathLike[str]) -> str | None:
     """``"motion"``, ``"spatial"`` (see ``lora_keys.classify``) or None, from the file's key names only (its
     header; nothing else is read); None also for a file that cannot be read (the host's loader reports that)."""
     try:
-        key = _file_key(path)
+        key = file_version(path)
     except OSError:
         return None
     if key not in _KINDS:
@@ -169,8 +162,9 @@ def read_spatial_lora(path: str | os.PathLike[str]) -> dict[str, Tensor]:
 
 
 def load_motion_lora(path: str | os.PathLike[str], name: str, *, cached: bool = True) -> MotionLora:
-    """The motion LoRA of ``path`` (read safely), through a small LRU cache keyed by (path, mtime, size)."""
-    key = _file_key(path)
+    """The motion LoRA of ``path`` (read safely), through a small LRU cache keyed by the file's version
+    (``loading.file_version``: a rewritten or replaced file is read again)."""
+    key = file_version(path)
     with _LOCK:
         if cached and key in _CACHE:
             _CACHE.move_to_end(key)
