@@ -27,19 +27,14 @@ from motion_module.video_files import (
     save_video,
     validate_request_id,
 )
+from tests.fixtures.frames import gradient_frames
 
 INFOTEXT = 'a "cat", sitting: here\nNegative prompt: dog\nSteps: 20, Model: Größe'
 
 
 def make_frames(n: int = 8, w: int = 64, h: int = 48) -> list[Image.Image]:
     """Smooth moving gradients: (h, w, 3) uint8 frames, each different."""
-    y, x = np.mgrid[0:h, 0:w]
-    out = []
-    for i in range(n):
-        rgb = np.stack([(x * 4 + i * 9) % 256, (y * 5 + i * 13) % 256,
-                        np.full_like(x, 40 + i * 20)], axis=-1)
-        out.append(Image.fromarray(rgb.astype(np.uint8)))
-    return out
+    return gradient_frames(n, w, h)
 
 
 def listing(folder: Path) -> list[str]:

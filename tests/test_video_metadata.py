@@ -21,6 +21,7 @@ from PIL import Image
 from motion_module import video_encoders as encoders
 from motion_module.video_files import EncodeOptions, SavedVideo, read_infotext, save_video
 from motion_module.video_metadata import parse_ffmetadata
+from tests.fixtures.frames import gradient_frames
 
 # newlines, quotes, commas, colons, a backslash, '=' ';' '#', non-ASCII (latin-1 and beyond)
 INFOTEXT = ('masterpiece, a "red" fox: running; 50% #1 = yes \\ ok\n'
@@ -30,13 +31,7 @@ N, W, H, FPS = 12, 64, 48, 8.0
 
 
 def make_frames(n: int = N, w: int = W, h: int = H) -> list[Image.Image]:
-    y, x = np.mgrid[0:h, 0:w]
-    out = []
-    for i in range(n):
-        rgb = np.stack([(x * 4 + i * 9) % 256, (y * 5 + i * 13) % 256,
-                        np.full_like(x, 40 + i * 15)], axis=-1)
-        out.append(Image.fromarray(rgb.astype(np.uint8)))
-    return out
+    return gradient_frames(n, w, h, blue_step=15)
 
 
 @pytest.fixture(scope="module")
