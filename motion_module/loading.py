@@ -17,8 +17,10 @@ import functools
 import hashlib
 import os
 import pickle
+import pickletools
 import textwrap
 import threading
+import warnings
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -86,25 +88,64 @@ def _read_safetensors(path: Path, meta: bool) -> dict[str, Tensor]:
         ) from None
 
 
+# what torch.save's own pickles import; anything else in a raw pickle is reported as what it would run
+_TENSOR_GLOBALS = ("torch.", "collections.OrderedDict", "_codecs.encode", "numpy.core.multiarray._reconstruct",
+                   "numpy.dtype", "numpy.ndarray")
+
+
+def pickle_globals(path: Path, max_pickles: int = 8) -> list[str]:
+    """The ``module.name`` of every global the pickles at the start of ``path`` would import when loaded, read
+    with ``pickletools`` (opcodes only: nothing is imported or executed). A legacy torch.save file is several
+    pickles in a row; reading stops at the first byte that is not a pickle."""
+    found: list[str] = []
+    with path.open("rb") as handle:
+        for _ in range(max_pickles):
+            strings: list[str] = []
+            try:
+                for op, arg, _pos in pickletools.genops(handle):
+                    if op.name == "GLOBAL" or op.name == "INST":
+                        found.append(str(arg).replace(" ", "."))
+                    elif op.name == "STACK_GLOBAL":
+                        found.append(".".join(strings[-2:]) if len(strings) >= 2 else "(a global pushed by memo)")
+                    elif isinstance(arg, str):
+                        strings.append(arg)
+            except Exception:  # noqa: BLE001 - not (or no longer) a pickle: what was read so far is the answer
+                break
+    return found
+
+
+def _unsafe_globals(path: Path) -> list[str]:
+    return [name for name in pickle_globals(path) if not name.startswith(_TENSOR_GLOBALS)]
+
+
+def _refused(path: Path, detail: str) -> UnsafeFileError:
+    return UnsafeFileError(
+        f"{path.name}: refused for safety: this pickle would run code or create non-tensor objects when "
+        f"opened ({_one_line(detail)}); nothing was executed and the file was not loaded. Use the "
+        ".safetensors version of this model, from its official download page")
+
+
 def _read_pickle(path: Path, meta: bool) -> object:
     # torch's own loader, also where WebUI has replaced ``torch.load`` with its pickle checker (modules/safe.py),
     # which refuses files newer torch writes (``.format_version``); weights_only is the stricter check anyway
     load = torch.serialization.load
     try:
-        if meta and _is_zip(path) and path.suffix.lower() != ".safetensors":
-            return load(str(path), map_location="cpu", weights_only=True, mmap=True)  # reads no data
-        with path.open("rb") as handle:  # a handle: newer torch treats a *.safetensors *name* as safetensors
-            return load(handle, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols on the terminal; our error says it
+            warnings.simplefilter("ignore")
+            if meta and _is_zip(path) and path.suffix.lower() != ".safetensors":
+                return load(str(path), map_location="cpu", weights_only=True, mmap=True)  # reads no data
+            with path.open("rb") as handle:  # a handle: newer torch treats a *.safetensors *name* as safetensors
+                return load(handle, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         text = str(exc)
         if "unsupported global" in text.lower() or "unsupported class" in text.lower():
-            detail = text.split("WeightsUnpickler error:", 1)[-1].strip().split(" was not", 1)[0]
-            raise UnsafeFileError(
-                f"{path.name}: refused for safety: this pickle would run code or create non-tensor objects when "
-                f"opened ({_one_line(detail)}); nothing was executed and the file was not loaded. Use the "
-                ".safetensors version of this model, from its official download page"
-            ) from None
-        raise CorruptFileError(f"{path.name}: not a readable PyTorch checkpoint; {_REDOWNLOAD}") from None
+            raise _refused(path, text.split("WeightsUnpickler error:", 1)[-1].strip().split(" was not", 1)[0]) \
+                from None
+        if not _is_zip(path) and (unsafe := _unsafe_globals(path)):  # a raw pickle.dump: torch stops earlier
+            raise _refused(path, f"it imports {', '.join(dict.fromkeys(unsafe))}") from None
+        raise CorruptFileError(f"{path.name}: not a PyTorch checkpoint this loader can read safely (a plain pickle "
+                               f"or a damaged file; torch: {_shorten(text.split('error:')[-1], 80)}); "
+                               f"{_REDOWNLOAD}, or use the .safetensors version") from None
     except (RuntimeError, EOFError, ValueError, TypeError, OSError, MemoryError, ArithmeticError, LookupError,
             AttributeError) as exc:
         raise CorruptFileError(

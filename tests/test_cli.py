@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import re
 import subprocess
 import sys
@@ -113,7 +114,8 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     (root / "existing.safetensors").write_bytes(b"keep me")
     (root / "truncated.safetensors").write_bytes(good.read_bytes()[:1000])
     Image.new("RGB", (4, 4)).save(root / "plain.png")
-    return {"root": root, "good": good, "evil": malicious_pickle(root / "evil.ckpt", root / "marker")}
+    return {"root": root, "good": good, "evil": malicious_pickle(root / "evil.ckpt", root / "marker"),
+            "raw": malicious_pickle(root / "raw.ckpt", root / "marker", raw=pickle.DEFAULT_PROTOCOL)}
 
 
 def _cases(f: dict[str, Path]) -> list[tuple[list[str], int, tuple[str, ...]]]:
@@ -123,6 +125,7 @@ def _cases(f: dict[str, Path]) -> list[tuple[list[str], int, tuple[str, ...]]]:
         (["inspect", str(r / "folder")], 2, ("is a folder",)),
         (["inspect", str(r / "note.txt")], 2, ("note.txt", "unknown file type")),
         (["inspect", str(f["evil"])], 2, ("evil.ckpt", "refused for safety", "nothing was executed")),
+        (["inspect", str(f["raw"])], 2, ("raw.ckpt", "refused for safety", "nothing was executed", "open")),
         (["inspect", str(r / "truncated.safetensors")], 2, ("truncated.safetensors", "re-download")),
         (["convert", good, str(r / "nodir" / "out.safetensors")], 2, ("nodir", "does not exist")),
         (["convert", good, str(r / "folder.safetensors")], 2, ("folder.safetensors", "is a folder")),
@@ -151,6 +154,17 @@ def test_every_file_error_is_one_line(files: dict[str, Path], capsys: pytest.Cap
     assert (files["root"] / "existing.safetensors").read_bytes() == b"keep me"
     assert not (files["root"] / "marker").exists()
     assert sorted(p.name for p in files["root"].iterdir() if p.name.endswith(".partial")) == []
+
+
+def test_a_raw_pickle_with_code_is_refused_in_one_line_and_no_library_warning(files: dict[str, Path]) -> None:
+    """The real terminal: a plain ``pickle.dump`` file that would call ``open`` is named unsafe, and torch's own
+    warning about the pickle protocol (printed by the warnings module, which pytest would hide) is not shown."""
+    done = subprocess.run([sys.executable, "-m", "motion_module", "inspect", str(files["raw"])], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stdout == "", done
+    line = assert_one_error(done.stderr, "raw.ckpt", "refused for safety", "nothing was executed")
+    assert "Warning" not in done.stderr and "re-download" not in line, done.stderr
+    assert not (files["root"] / "marker").exists()
 
 
 def test_convert_write_failure_blames_the_output(files: dict[str, Path], capsys: pytest.CaptureFixture[str],

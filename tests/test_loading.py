@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import warnings
 from pathlib import Path
 
 import pytest
@@ -128,15 +129,19 @@ def test_wrapped_and_prefixed_checkpoints(tmp_path):
     assert all(t.is_meta for t in meta.values()) and detect_spec(meta).family == "v2"
 
 
-@pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy"])
-def test_malicious_pickle_is_refused_without_running(tmp_path, legacy):
+@pytest.mark.parametrize(("legacy", "raw"), [(False, None), (True, None), (False, 2), (False, 4), (False, 5)],
+                         ids=["zip", "legacy", "raw-pickle-2", "raw-pickle-4", "raw-pickle-5"])
+def test_malicious_pickle_is_refused_without_running(tmp_path, legacy, raw):
     marker = tmp_path / "pwned"
-    path = malicious_pickle(tmp_path / "evil.ckpt", marker, legacy=legacy)
-    with pytest.raises(UnsafeFileError) as info:
-        load_motion_module(path)
+    path = malicious_pickle(tmp_path / "evil.ckpt", marker, legacy=legacy, raw=raw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no library warning on the way (torch warns about pickle protocols)
+        with pytest.raises(UnsafeFileError) as info:
+            load_motion_module(path)
     assert not marker.exists()
     message = str(info.value)
     assert "evil.ckpt" in message and ".safetensors" in message and "nothing was executed" in message
+    assert "refused for safety" in message and "open" in message, message  # names what it would call
     with pytest.raises(UnsafeFileError):
         read_state_dict(path, meta=True)
     assert not marker.exists()
