@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from .errors import ParameterError
+from .errors import ParameterError, naming
 from .params import AnimateDiffParams
 from .video_input import (
     materialize_video_source,
@@ -90,21 +90,34 @@ class ControlPlan:
     frames: int
 
 
-def _folder_for(unit: UnitInput, sources: FrameSources) -> tuple[Path, str] | None:
-    candidates = ((Path(unit.batch_dir) if unit.batch_dir else None, "its batch folder"),
-                  (sources.i2i_batch_dir, "the img2img batch folder"),
-                  (sources.video_frames_dir, "video_source"), (sources.video_path, "video_path"))
-    return next(((folder, name) for folder, name in candidates if folder is not None), None)
+# where a unit's frames come from: (folder, how messages name it, the AnimateDiff field a bad folder is blamed on)
+_Found = tuple[Path, str, str | None]
 
 
-def _unit_frames(unit: UnitInput, folder: Path, source: str, mask_path: Path | None) -> UnitFrames:
+def _folder_for(unit: UnitInput, sources: FrameSources) -> _Found | None:
+    candidates: tuple[tuple[Path | None, str, str | None], ...] = (
+        (Path(unit.batch_dir) if unit.batch_dir else None, "its batch folder", None),
+        (sources.i2i_batch_dir, "the img2img batch folder", None),
+        (sources.video_frames_dir, "video_source", "video_source"), (sources.video_path, "video_path", "video_path"))
+    return next(((folder, name, field) for folder, name, field in candidates if folder is not None), None)
+
+
+def _unit_frames(unit: UnitInput, found: _Found, mask_path: Path | None) -> UnitFrames:
+    folder, source, field = found
+    with naming(field):
+        return _read_unit_frames(unit, folder, source, mask_path)
+
+
+def _read_unit_frames(unit: UnitInput, folder: Path, source: str, mask_path: Path | None) -> UnitFrames:
     if not unit.inpaint:
         return UnitFrames(unit.index, folder, tuple(read_frame_folder(folder)), None, source)
     if (folder / "image").is_dir() or mask_path is None:
         pairs = read_inpaint_folder(folder)
         return UnitFrames(unit.index, folder / "image", tuple(i for i, _ in pairs), tuple(m for _, m in pairs),
                           source)
-    images, masks = read_frame_folder(folder), read_frame_folder(mask_path)
+    images = read_frame_folder(folder)
+    with naming("mask_path"):
+        masks = read_frame_folder(mask_path)
     if len(masks) < len(images):
         raise ParameterError("mask_path", f"{mask_path} has {len(masks)} masks for the {len(images)} frames of "
                              f"ControlNet unit {unit.index} ({source}); give one mask per frame")
@@ -126,7 +139,7 @@ def plan_control_frames(units: Sequence[UnitInput], sources: FrameSources, reque
         if found is None:
             raise ParameterError("video_source", f"ControlNet unit {unit.index} has no input: give it an image or "
                                  "a batch folder, or give AnimateDiff a video source or a frames folder")
-        planned.append(_unit_frames(unit, found[0], found[1], sources.mask_path))
+        planned.append(_unit_frames(unit, found, sources.mask_path))
     if not planned:
         return ControlPlan((), requested)
     counts = {f"ControlNet unit {u.index} ({u.source}: {u.image_dir})": u.count for u in planned}
@@ -224,8 +237,9 @@ def prepare(params: AnimateDiffParams, slots: Sequence[tuple[int, Any]], *, work
                if (info := unit_input(number, unit)) is not None]
     video = None
     if params.video_source and any(not info.has_image or info.batch_dir for _, _, info in enabled):
-        source = materialize_video_source(params.video_source, work(), allowed_roots=allowed_roots)
-        video = read_video_frames(source, dest_dir=work() / "video", limit=params.video_length or None)
+        with naming("video_source"):
+            source = materialize_video_source(params.video_source, work(), allowed_roots=allowed_roots)
+            video = read_video_frames(source, dest_dir=work() / "video", limit=params.video_length or None)
     sources = FrameSources(i2i_batch_dir=i2i_batch_dir, video_frames_dir=None if video is None else work() / "video",
                            video_path=_checked_folder(params.video_path, "video_path", allowed_roots),
                            mask_path=_checked_folder(params.mask_path, "mask_path", allowed_roots))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 
 class AnimateDiffError(Exception):
     """Base class of every error the engine raises on purpose.
@@ -62,4 +65,20 @@ class OutputError(AnimateDiffError):
 
 
 class InputError(AnimateDiffError, ValueError):
-    """An input file or folder (video source, frames folder) cannot be used; the message names it."""
+    """An input file or folder (video source, frames folder) cannot be used; the message names it. A client
+    mistake (HTTP 422); where the request field it came from is known, :func:`naming` turns it into a
+    ParameterError naming that field."""
+
+    http_status = 422
+
+
+@contextmanager
+def naming(field: str | None) -> Iterator[None]:
+    """Inside: an InputError is re-raised as a ParameterError naming ``field``, the request field the input
+    came from (None: left as it is)."""
+    try:
+        yield
+    except InputError as error:
+        if field is None:
+            raise
+        raise ParameterError(field, str(error)) from error

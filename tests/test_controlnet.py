@@ -171,12 +171,18 @@ def test_planning_errors_name_the_unit_and_the_counts(tmp_path: Path):
     with pytest.raises(ParameterError, match="unit 0 has no input"):
         plan_control_frames([UnitInput(0)], FrameSources(), 0)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(InputError, match="holds no images"):
+    with pytest.raises(ParameterError, match="'video_path'.*holds no images") as caught:  # a client mistake: 422
         plan_control_frames([UnitInput(0)], FrameSources(video_path=tmp_path / "empty"), 0)
+    assert caught.value.status_code == 422 and caught.value.field == "video_path"
+    with pytest.raises(ParameterError, match="'video_path'.*does not exist"):
+        plan_control_frames([UnitInput(0)], FrameSources(video_path=tmp_path / "nowhere"), 0)
     mixed = frames_dir(tmp_path / "mixed", 2)
     Image.new("RGB", (8, 8)).save(mixed / "2.png")
-    with pytest.raises(InputError, match="differ in size"):
+    with pytest.raises(ParameterError, match="'video_path'.*differ in size"):
         plan_control_frames([UnitInput(0)], FrameSources(video_path=mixed), 0)
+    with pytest.raises(InputError, match="holds no images") as unnamed:  # a unit's own folder: not our field
+        plan_control_frames([UnitInput(0, batch_dir=str(tmp_path / "empty"))], FrameSources(), 0)
+    assert unnamed.value.status_code == 422
 
 
 def test_inpaint_units_read_images_and_masks(tmp_path: Path):
@@ -189,8 +195,11 @@ def test_inpaint_units_read_images_and_masks(tmp_path: Path):
     plain, masks = frames_dir(tmp_path / "plain", 5), frames_dir(tmp_path / "masks", 3)
     with pytest.raises(ParameterError, match="3 masks for the 5 frames"):
         plan_control_frames([unit], FrameSources(video_path=plain, mask_path=masks), 0)
-    with pytest.raises(InputError, match="image/ and mask/"):
+    with pytest.raises(ParameterError, match="'video_path'.*image/ and mask/"):
         plan_control_frames([unit], FrameSources(video_path=plain), 0)
+    with pytest.raises(ParameterError, match="'mask_path'.*holds no images"):
+        (tmp_path / "no-masks").mkdir()
+        plan_control_frames([unit], FrameSources(video_path=plain, mask_path=tmp_path / "no-masks"), 0)
 
 
 def test_output_fps():
@@ -263,6 +272,11 @@ def test_prepare_refuses_paths_outside_the_allowed_folders(tmp_path: Path):
     with pytest.raises(ParameterError, match="video_source"):
         prepare(AnimateDiffParams(enable=True, video_source=str(tmp_path / "x.mp4")), [(0, Unit())],
                 work_dir=lambda: tmp_path / "w", allowed_roots=[inside], batch_mode="BATCH")
+    for value, reason in ((inside / "missing.mp4", "does not exist"), (frames_dir(inside / "frames", 2), "folder")):
+        with pytest.raises(ParameterError, match=f"'video_source'.*{reason}") as caught:  # inside, but no video
+            prepare(AnimateDiffParams(enable=True, video_source=str(value)), [(0, Unit())],
+                    work_dir=lambda: tmp_path / "w", allowed_roots=[inside], batch_mode="BATCH")
+        assert caught.value.status_code == 422
     unused = prepare(AnimateDiffParams(enable=True, video_source=str(tmp_path / "x.mp4"), video_length=6),
                      [(0, Unit(image="own"))], work_dir=lambda: tmp_path / "w", allowed_roots=[inside],
                      batch_mode="BATCH")
