@@ -162,7 +162,8 @@ def plan_run(params: AnimateDiffParams, spec: MotionModuleSpec, prompt: str) -> 
     """Validate ``params`` against the module and plan the run. Raises ParameterError/TooManyFramesError."""
     if params.context > spec.max_frames:
         raise TooManyFramesError(
-            f"context length {params.context} is more than this {spec.family} motion module's "
+            f"AnimateDiff parameter 'context': context length {params.context} is more than this {spec.family} "
+            "motion module's "
             f"{spec.max_frames}-frame limit: set context to {spec.max_frames} or less")
     frames = params.frames
     context = min(params.context, frames)

@@ -18,7 +18,7 @@ import gradio as gr
 import numpy as np
 import torch
 from modules import devices, images, paths, script_callbacks, scripts, sd_samplers, sd_unet, shared
-from modules.processing import StableDiffusionProcessingImg2Img, images_tensor_to_samples
+from modules.processing import Processed, StableDiffusionProcessingImg2Img, images_tensor_to_samples
 from modules.sd_samplers_common import approximation_indexes
 from modules.ui_components import InputAccordion, ToolButton
 
@@ -33,6 +33,7 @@ from motion_module.param_fields import FIELDS, XYZ_ATTRIBUTE
 from motion_module.params import AnimateDiffParams, from_script_args
 from motion_module.patch import Host, HostPatch, animatediff_patch
 from motion_module.publish import publish_videos, video_job
+from motion_module.request_guard import drop_copied_guard, guard
 from motion_module.run import HostState, RunPlan, check_host, prepare_request
 
 logger = logging.getLogger("animatediff")
@@ -116,18 +117,13 @@ def _prepare(p: Any, run: Run) -> None:
 
 
 # ----- sampling: everything below runs inside the one patch -----------------------------------------
-def _wrap_sample(p: Any) -> None:
-    if "sample" in p.__dict__:
-        return
-    original = p.sample
+def _guard(p: Any, run: Run) -> None:
+    """A refusal fails before other scripts' process(); any error out of sampling runs their postprocess first."""
+    def failed(error: BaseException) -> None:
+        run.error = run.error or error
+        p.scripts.postprocess(p, Processed(p, []))  # the cleanup a finished request gets (ControlNet's restore)
 
-    def sample(*args: Any, **kwargs: Any) -> Any:
-        run: Run = getattr(p, STATE_ATTR)
-        if run.error is not None:  # a client mistake found in a hook: fail before any sampling
-            raise run.error
-        return _sample(p, run, lambda: original(*args, **kwargs))
-
-    p.sample = sample
+    guard(p, lambda: run.error, lambda call: _sample(p, run, call), failed)
 
 
 def _sample(p: Any, run: Run, call: Any) -> Any:
@@ -253,6 +249,7 @@ class AnimateDiffScript(scripts.Script):
         return [made[spec.name] for spec in FIELDS]
 
     def before_process(self, p: Any, *args: Any) -> None:
+        drop_copied_guard(p)  # a copy of an AnimateDiff request (nested generation) runs as WebUI made it
         if args and args[0] is False:  # the UI/API default: AnimateDiff off, nothing else to read
             return
         run = Run(AnimateDiffParams())
@@ -267,7 +264,7 @@ class AnimateDiffScript(scripts.Script):
             logger.error("AnimateDiff: %s", error)
             run.error = error
         setattr(p, STATE_ATTR, run)
-        _wrap_sample(p)
+        _guard(p, run)
 
     def postprocess(self, p: Any, processed: Any, *args: Any) -> None:
         run: Run | None = getattr(p, STATE_ATTR, None)

@@ -23,7 +23,7 @@ def test_validation_and_defaults() -> None:
     plan = plan_run(params(), V2, "a cat")
     assert (plan.frames, plan.context, plan.overlap, plan.travel) == (16, 16, 4, None)
     assert plan.windows(0) == [list(range(16))]
-    with pytest.raises(TooManyFramesError, match="24-frame limit"):
+    with pytest.raises(TooManyFramesError, match="parameter .context.: .*24-frame limit"):
         plan_run(params(context=32), V1, "")
     short = plan_run(params(video_length=6, context=16), V2, "")
     assert (short.frames, short.context) == (6, 6)  # a short clip is one window of all its frames

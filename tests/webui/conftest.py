@@ -65,6 +65,7 @@ from .options import config_file, restore, snapshot
 
 HERE = Path(__file__).resolve().parent
 BATCH_TAB_ROUTE_NAME = "animatediff-test-batch-tab-route"
+SAMPLING_ERROR_NAME = "animatediff-test-sampling-error"  # tests/webui/sampling_error_ext
 LIVE_AUTH = ("animatediff", "live-tier-secret")  # --api-auth of a launched WebUI
 SKIP_REASON = ("live-WebUI tier off: set ANIMATEDIFF_WEBUI_DIR=/path/to/stable-diffusion-webui (launches "
                "one) or ANIMATEDIFF_WEBUI_URL=http://127.0.0.1:7861 (uses a running one)")
@@ -153,6 +154,7 @@ def _launch(tmp_root: Path) -> Iterator[WebUISession]:
         link_extension(data_dir, controlnet, CONTROLNET_NAME)
     if source is not None:  # test-only: an API route for img2img's Batch tab (tests/webui/batch_tab_route)
         link_extension(data_dir, HERE / "batch_tab_route", BATCH_TAB_ROUTE_NAME)
+        link_extension(data_dir, HERE / "sampling_error_ext", SAMPLING_ERROR_NAME)
     mm_dir = data_dir / "models" / "AnimateDiff"
     mm_dir.mkdir(parents=True, exist_ok=True)
     motion_modules = build_motion_modules_hook(mm_dir)
@@ -175,7 +177,8 @@ def _launch(tmp_root: Path) -> Iterator[WebUISession]:
                            log_path=webui.log_path, data_dir=data_dir, checkpoint=checkpoint,
                            startup_s=time.monotonic() - started, motion_module_dir=mm_dir,
                            motion_modules=motion_modules, controlnet_expected=controlnet is not None,
-                           version=webui_version(webui_dir), config_file=data_dir / "config.json")
+                           version=webui_version(webui_dir), config_file=data_dir / "config.json",
+                           python=python)
     finally:
         stop_webui(webui.process)
 

@@ -137,6 +137,14 @@ class WebUISession:
     controlnet_expected: bool | None = False
     version: str = "unknown"  # the WebUI's version, when this session can tell
     config_file: Path | None = None  # its config.json, when this machine can read it
+    python: Path | None = None  # its interpreter, when this session launched it
+
+    def has_package(self, module: str) -> bool | None:
+        """Whether the WebUI's Python can import ``module`` (an optional package); None when not known."""
+        if self.python is None:
+            return None
+        return subprocess.run([str(self.python), "-c", f"import {module}"], capture_output=True,
+                              timeout=120).returncode == 0
 
 
 @dataclass
