@@ -8,6 +8,7 @@ writer and the README table are all derived from it. Its order is the frozen pos
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -363,9 +364,48 @@ FIELDS: tuple[FieldSpec, ...] = (
 FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in FIELDS)
 XYZ_ATTRIBUTE = "animatediff_xyz"  # where X/Y/Z-plot axes leave their overrides on the host's processing object
 XYZ_FIELDS: tuple[FieldSpec, ...] = tuple(f for f in FIELDS if f.xyz and f.kind not in ("image", "path", "formats"))
+XYZ_PREFIX = "[AnimateDiff] "  # every axis is named "[AnimateDiff] <label>"
+XYZ_SCRIPT_MODULES = ("xyz_grid.py", "scripts.xyz_grid")  # A1111 loads scripts/xyz_grid.py under its file name
 FIELD_BY_NAME: dict[str, FieldSpec] = {f.name: f for f in FIELDS}
 # Keys the reference's constructor accepted for its own internal state; ignored without error.
 IGNORED_KEYS: frozenset[str] = frozenset({"is_i2i_batch", "video_default", "prompt_scheduler"})
+
+
+def xyz_script_module(scripts_data: Iterable[Any]) -> Any | None:
+    """The loaded X/Y/Z-plot script module among the host's script entries (``script_class``, ``module``)."""
+    return next((entry.module for entry in scripts_data
+                 if getattr(entry.script_class, "__module__", None) in XYZ_SCRIPT_MODULES), None)
+
+
+def _xyz_setter(name: str) -> Callable[[Any, Any, Any], None]:
+    def apply(p: Any, value: Any, _values: Any) -> None:  # the raw value: parsed in before_process
+        setattr(p, XYZ_ATTRIBUTE, {**(getattr(p, XYZ_ATTRIBUTE, None) or {}), name: value})
+    return apply
+
+
+def _listed(values: list[str]) -> Callable[[], list[str]]:
+    return lambda: list(values)
+
+
+def add_xyz_axes(xyz: Any, model_choices: Callable[[], list[str]]) -> list[str]:
+    """Append an axis per ``XYZ_FIELDS`` entry to the X/Y/Z-plot script module ``xyz`` (its ``axis_options``
+    list, built with its ``AxisOption`` class); returns the labels added.
+
+    Labels already in the list are skipped, so the host may call it from several points (at import and
+    again once every script is loaded) and each axis is still there exactly once. An axis's ``apply``
+    leaves ``{field: raw value}`` in ``p``'s ``XYZ_ATTRIBUTE``, which ``before_process`` parses.
+    """
+    present = {str(getattr(option, "label", "")) for option in xyz.axis_options}
+    added = []
+    for spec in XYZ_FIELDS:
+        label = XYZ_PREFIX + spec.label
+        if label in present:
+            continue
+        fixed = spec.xyz_choices()
+        choices = model_choices if spec.kind == "model" else None if fixed is None else _listed(fixed)
+        xyz.axis_options.append(xyz.AxisOption(label, spec.xyz_type, _xyz_setter(spec.name), choices=choices))
+        added.append(label)
+    return added
 
 
 def _build_key_index() -> dict[str, str]:

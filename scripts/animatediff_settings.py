@@ -1,18 +1,17 @@
-"""AnimateDiff's Settings page and X/Y/Z-plot axes, registered once at import (host registration only).
+"""AnimateDiff's Settings page and X/Y/Z-plot axes (host registration only; UI mode and --nowebui alike).
 
 Imports nothing from the other files in scripts/: the settings and the axes are data in the engine
-(`settings.SETTINGS`, `ui_spec.setting_control`, `param_fields.XYZ_FIELDS`).
+(`settings.SETTINGS`, `ui_spec.setting_control`, `param_fields.add_xyz_axes`).
 """
 
 from pathlib import Path
-from typing import Any
 
 import gradio as gr
 from modules import script_callbacks, scripts, shared
 
 from motion_module import settings, ui_spec
 from motion_module.model_files import list_motion_modules, model_root
-from motion_module.param_fields import XYZ_ATTRIBUTE, XYZ_FIELDS
+from motion_module.param_fields import add_xyz_axes, xyz_script_module
 
 EXTENSION_DIR = Path(__file__).resolve().parent.parent
 
@@ -29,24 +28,17 @@ def _models() -> list[str]:
     return list_motion_modules(model_root(settings.model_folder(shared.opts.data.get), EXTENSION_DIR / "model"))
 
 
-def _setter(name: str) -> Any:
-    def apply(p: Any, value: Any, _: Any) -> None:
-        setattr(p, XYZ_ATTRIBUTE, {**(getattr(p, XYZ_ATTRIBUTE, None) or {}), name: value})
-    return apply
-
-
-def on_before_ui() -> None:
-    """X/Y/Z-plot axes for the main parameters (each sets one field of this p's AnimateDiff params)."""
-    xyz = next((d.module for d in scripts.scripts_data
-                if d.script_class.__module__ in ("xyz_grid.py", "scripts.xyz_grid")), None)
-    if xyz is None or any(str(getattr(a, "label", "")).startswith("[AnimateDiff]") for a in xyz.axis_options):
-        return
-    for spec in XYZ_FIELDS:
-        fixed = spec.xyz_choices()
-        choices = _models if spec.kind == "model" else (lambda c=fixed: c) if fixed else None
-        xyz.axis_options.append(xyz.AxisOption(f"[AnimateDiff] {spec.label}", spec.xyz_type, _setter(spec.name),
-                                               choices=choices))
+def register_xyz_axes() -> None:
+    """The X/Y/Z-plot axes (``param_fields.add_xyz_axes``: each added once, however often this runs)."""
+    xyz = xyz_script_module(scripts.scripts_data)
+    if xyz is not None:
+        add_xyz_axes(xyz, _models)
 
 
 script_callbacks.on_ui_settings(on_ui_settings)
-script_callbacks.on_before_ui(on_before_ui)
+# The X/Y/Z script copies its axis list in ui(), which WebUI calls from ui.create_ui(): at start-up in UI mode,
+# and from the API's constructor with --nowebui (on_before_ui only runs after that there). So: now, as WebUI
+# loads its own scripts/ (xyz_grid.py) before any extension's; and again from create_ui(), which calls the
+# on_ui_settings callbacks before any script's ui() (both modes), whatever the load order was.
+register_xyz_axes()
+script_callbacks.on_ui_settings(register_xyz_axes)

@@ -4,14 +4,16 @@ host checks, the Lightning hint, pasting, and the HTTP status A1111 answers an e
 from __future__ import annotations
 
 import os
+import types
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from motion_module import infotext, settings, ui_spec
 from motion_module.errors import IncompatibleModelError, OutputError, ParameterError, TooManyFramesError
 from motion_module.model_files import default_motion_module, list_motion_modules, resolve_motion_module
-from motion_module.param_fields import FIELDS, XYZ_FIELDS
+from motion_module.param_fields import FIELDS, XYZ_ATTRIBUTE, XYZ_FIELDS, add_xyz_axes, xyz_script_module
 from motion_module.params import AnimateDiffParams
 from motion_module.run import HostState, check_host, lightning_hint
 from motion_module.video_encoders import EncodeOptions
@@ -88,6 +90,53 @@ def test_xyz_axes():
     closed = next(s for s in XYZ_FIELDS if s.name == "closed_loop")
     assert closed.xyz_type is str and closed.xyz_choices() == ["N", "R-P", "R+P", "A"]
     assert next(s for s in XYZ_FIELDS if s.name == "fps").xyz_type is float
+
+
+class AxisOption:
+    """WebUI 1.10.1's scripts/xyz_grid.py AxisOption constructor (the module is WebUI's, so a stand-in here)."""
+
+    def __init__(self, label: str, type: type, apply: Any, format_value: Any = None, confirm: Any = None,
+                 cost: float = 0.0, choices: Any = None, prepare: Any = None) -> None:
+        self.label, self.type, self.apply, self.choices = label, type, apply, choices
+
+
+def _xyz_module() -> types.ModuleType:
+    """A stand-in for the loaded ``xyz_grid.py`` script module: its ``axis_options`` list and ``AxisOption``."""
+    module = types.ModuleType("xyz_grid.py")
+    module.AxisOption = AxisOption  # type: ignore[attr-defined]
+    module.axis_options = [AxisOption("Nothing", str, None), AxisOption("Seed", int, None),  # type: ignore[attr-defined]
+                           AxisOption("[ControlNet] Weight", str, None)]
+    return module
+
+
+def test_xyz_axes_are_added_once_from_any_number_of_registration_points():
+    xyz = _xyz_module()
+    script_class = type("Script", (), {"__module__": "xyz_grid.py"})
+    other = type("Script", (), {"__module__": "animatediff.py"})
+    entries = [types.SimpleNamespace(script_class=other, module=None),
+               types.SimpleNamespace(script_class=script_class, module=xyz)]
+    assert xyz_script_module(entries) is xyz and xyz_script_module(entries[:1]) is None
+    models = ["a.safetensors", "b.ckpt"]
+    labels = [f"[AnimateDiff] {spec.label}" for spec in XYZ_FIELDS]
+    # at import (UI mode and --nowebui), then again from create_ui's on_ui_settings: the second adds nothing
+    assert add_xyz_axes(xyz, lambda: models) == labels
+    assert add_xyz_axes(xyz, lambda: models) == []
+    assert [a.label for a in xyz.axis_options] == ["Nothing", "Seed", "[ControlNet] Weight", *labels]
+    del xyz.axis_options[4]  # a missing one is added back alone, after the others
+    assert add_xyz_axes(xyz, lambda: models) == [labels[1]] and len(xyz.axis_options) == 3 + len(labels)
+    axes = {a.label.removeprefix("[AnimateDiff] "): a for a in xyz.axis_options[3:]}
+    scale, loop = axes["Motion scale"], axes["Closed loop"]
+    assert (scale.type, scale.choices, axes["Context length"].type) == (float, None, int)
+    assert axes["Motion module"].choices() == models and axes["FreeNoise"].choices() == ["True", "False"]
+    assert loop.type is str and loop.choices() == ["N", "R-P", "R+P", "A"]
+    p = types.SimpleNamespace()  # as the X/Y/Z script's cells apply their axes, then before_process reads them
+    scale.apply(p, 0.0, [0.0, 1.0])
+    loop.apply(p, "N", ["N", "A"])
+    axes["Context length"].apply(p, 8, [8, 12])
+    params = AnimateDiffParams()
+    for name, value in getattr(p, XYZ_ATTRIBUTE).items():
+        params = params.replace_field(name, value)
+    assert (params.motion_scale, params.closed_loop.value, params.context) == (0.0, "N", 8)
 
 
 @pytest.mark.parametrize(("state", "field"), [
