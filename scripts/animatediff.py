@@ -22,7 +22,7 @@ from modules.processing import StableDiffusionProcessingImg2Img, images_tensor_t
 from modules.sd_samplers_common import approximation_indexes
 from modules.ui_components import InputAccordion, ToolButton
 
-from motion_module import controlnet, lora, settings, ui_spec
+from motion_module import controlnet, lora, nesting, settings, ui_spec
 from motion_module import infotext as mm_infotext
 from motion_module.freeinit import FreeInitConfig, freeinit_sample
 from motion_module.freenoise import noise_source
@@ -123,9 +123,10 @@ def _wrap_sample(p: Any) -> None:
 
     def sample(*args: Any, **kwargs: Any) -> Any:
         run: Run = getattr(p, STATE_ATTR)
-        if run.error is not None:  # a client mistake found in a hook: fail before any sampling
-            raise run.error
-        return _sample(p, run, lambda: original(*args, **kwargs))
+        with nesting.REQUESTS.ended_on_error(p):  # a failed request is over: later ones are not nested in it
+            if run.error is not None:  # a client mistake found in a hook: fail before any sampling
+                raise run.error
+            return _sample(p, run, lambda: original(*args, **kwargs))
 
     p.sample = sample
 
@@ -260,7 +261,7 @@ class AnimateDiffScript(scripts.Script):
             run.params = from_script_args(args)
             for name, value in (getattr(p, XYZ_ATTRIBUTE, None) or {}).items():
                 run.params = run.params.replace_field(name, value)
-            if not run.params.enable:
+            if not run.params.enable or not nesting.REQUESTS.begin(p, shared.state.time_start):  # inner: plain
                 return
             _prepare(p, run)
         except Exception as error:  # WebUI swallows hook errors: raise it from p.sample instead
@@ -271,8 +272,8 @@ class AnimateDiffScript(scripts.Script):
 
     def postprocess(self, p: Any, processed: Any, *args: Any) -> None:
         run: Run | None = getattr(p, STATE_ATTR, None)
-        if run is None or run.plan is None or run.error is not None:
-            return
+        if run is None or not nesting.REQUESTS.end(p) or run.plan is None or run.error is not None:
+            return  # end(p) False: a copy of the request (ADetailer hands one to every script) or an inner p
         start = processed.index_of_first_image
         try:
             out_dir = Path(p.outpath_samples) / "AnimateDiff" / datetime.date.today().isoformat()
