@@ -22,7 +22,7 @@ from modules.processing import Processed, StableDiffusionProcessingImg2Img, imag
 from modules.sd_samplers_common import approximation_indexes
 from modules.ui_components import InputAccordion, ToolButton
 
-from motion_module import controlnet, lora, settings, ui_spec
+from motion_module import controlnet, lora, nesting, settings, ui_spec
 from motion_module import infotext as mm_infotext
 from motion_module.freeinit import FreeInitConfig, freeinit_sample
 from motion_module.freenoise import noise_source
@@ -121,6 +121,7 @@ def _guard(p: Any, run: Run) -> None:
     """A refusal fails before other scripts' process(); any error out of sampling runs their postprocess first."""
     def failed(error: BaseException) -> None:
         run.error = run.error or error
+        nesting.REQUESTS.end(p)  # over: later requests are not nested in it
         p.scripts.postprocess(p, Processed(p, []))  # the cleanup a finished request gets (ControlNet's restore)
 
     guard(p, lambda: run.error, lambda call: _sample(p, run, call), failed)
@@ -257,19 +258,20 @@ class AnimateDiffScript(scripts.Script):
             run.params = from_script_args(args)
             for name, value in (getattr(p, XYZ_ATTRIBUTE, None) or {}).items():
                 run.params = run.params.replace_field(name, value)
-            if not run.params.enable:
+            if not run.params.enable or not nesting.REQUESTS.begin(p, shared.state.time_start):  # inner: plain
                 return
             _prepare(p, run)
-        except Exception as error:  # WebUI swallows hook errors: raise it from p.sample instead
+        except Exception as error:  # WebUI swallows hook errors: raised before other scripts' process() instead
             logger.error("AnimateDiff: %s", error)
             run.error = error
+            nesting.REQUESTS.end(p)  # refused: never the request others are nested in
         setattr(p, STATE_ATTR, run)
         _guard(p, run)
 
     def postprocess(self, p: Any, processed: Any, *args: Any) -> None:
         run: Run | None = getattr(p, STATE_ATTR, None)
-        if run is None or run.plan is None or run.error is not None:
-            return
+        if run is None or not nesting.REQUESTS.end(p) or run.plan is None or run.error is not None:
+            return  # end(p) False: a copy of the request (ADetailer hands one to every script) or an inner p
         start = processed.index_of_first_image
         try:
             out_dir = Path(p.outpath_samples) / "AnimateDiff" / datetime.date.today().isoformat()

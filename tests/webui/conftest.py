@@ -66,6 +66,7 @@ from .options import config_file, restore, snapshot
 HERE = Path(__file__).resolve().parent
 BATCH_TAB_ROUTE_NAME = "animatediff-test-batch-tab-route"
 SAMPLING_ERROR_NAME = "animatediff-test-sampling-error"  # tests/webui/sampling_error_ext
+INNER_GENERATION_NAME = "animatediff-test-inner-generation"
 LIVE_AUTH = ("animatediff", "live-tier-secret")  # --api-auth of a launched WebUI
 SKIP_REASON = ("live-WebUI tier off: set ANIMATEDIFF_WEBUI_DIR=/path/to/stable-diffusion-webui (launches "
                "one) or ANIMATEDIFF_WEBUI_URL=http://127.0.0.1:7861 (uses a running one)")
@@ -155,6 +156,8 @@ def _launch(tmp_root: Path) -> Iterator[WebUISession]:
     if source is not None:  # test-only: an API route for img2img's Batch tab (tests/webui/batch_tab_route)
         link_extension(data_dir, HERE / "batch_tab_route", BATCH_TAB_ROUTE_NAME)
         link_extension(data_dir, HERE / "sampling_error_ext", SAMPLING_ERROR_NAME)
+        # test-only: an always-on script that runs ADetailer's nested img2img per image (tests/webui/inner_generation)
+        link_extension(data_dir, HERE / "inner_generation", INNER_GENERATION_NAME)
     mm_dir = data_dir / "models" / "AnimateDiff"
     mm_dir.mkdir(parents=True, exist_ok=True)
     motion_modules = build_motion_modules_hook(mm_dir)
