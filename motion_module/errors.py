@@ -63,3 +63,7 @@ class OutputError(AnimateDiffError):
 
 class InputError(AnimateDiffError, ValueError):
     """An input file or folder (video source, frames folder) cannot be used; the message names it."""
+
+
+class InterpolationError(AnimateDiffError):
+    """Frame interpolation cannot run (weights missing or unusable, FILM unavailable); the video is saved without."""

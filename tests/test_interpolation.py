@@ -1,0 +1,184 @@
+"""Frame interpolation's engine (motion_module.rife / interpolation): the IFNet at tiny sizes with random weights,
+its warp, the frame-count rule for every loop mode, the output rate and duration, and the weight files."""
+
+from __future__ import annotations
+
+import json
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from motion_module.errors import InterpolationError
+from motion_module.interpolation import (
+    InterpHost,
+    find_rife_weights,
+    interpolate,
+    interpolated_count,
+    interpolated_fps,
+    interpolation_for,
+    links,
+    load_rife,
+    rife_frames,
+)
+from motion_module.param_fields import ClosedLoop, FrameInterpolation
+from motion_module.params import AnimateDiffParams
+from motion_module.rife import IFNet, ifnet_config, warp
+from motion_module.tools import main_inspect
+from motion_module.video_files import ping_pong
+from tests.fixtures.frames import gradient_frames
+from tests.fixtures.rife import TINY, tiny_ifnet, write_weights
+
+
+def solid(colours: list[int], w: int = 20, h: int = 12) -> list[Image.Image]:
+    return [Image.new("RGB", (w, h), (c, 255 - c, c // 2)) for c in colours]
+
+
+def disc(w: int, h: int, cx: int, cy: int, r: int = 5) -> torch.Tensor:
+    y, x = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    return (((x - cx) ** 2 + (y - cy) ** 2) <= r * r).float().expand(1, 3, h, w).clone()
+
+
+# --------------------------------------------------------------------------------------------- the network
+def test_shapes_at_tiny_sizes() -> None:
+    net = tiny_ifnet()
+    a, b = torch.rand(2, 3, 32, 48), torch.rand(2, 3, 32, 48)
+    out = net(a, b, torch.tensor([0.25, 0.5]))
+    assert out.shape == (2, 3, 32, 48) and torch.isfinite(out).all()
+    frames = rife_frames(gradient_frames(3, 30, 20), 3, False, net)  # odd size: padded to 32x32, cropped back
+    assert len(frames) == 9 and {f.size for f in frames} == {(30, 20)} and {f.mode for f in frames} == {"RGB"}
+
+
+def test_the_default_shape_is_practical_rifes_v4_25_layout() -> None:
+    state = IFNet().state_dict()
+    assert tuple(state["encode.cnn0.weight"].shape) == (16, 3, 3, 3)
+    assert tuple(state["encode.cnn3.weight"].shape) == (16, 4, 4, 4)  # transposed convolution: (in, out, k, k)
+    assert tuple(state["block0.conv0.0.0.weight"].shape) == (96, 15, 3, 3)
+    assert tuple(state["block1.conv0.0.0.weight"].shape) == (64, 28, 3, 3)
+    assert tuple(state["block4.convblock.7.beta"].shape) == (1, 32, 1, 1)
+    assert tuple(state["block4.lastconv.0.weight"].shape) == (32, 52, 4, 4)
+    assert "block5.conv0.0.0.weight" not in state
+    assert ifnet_config(state) == IFNet().config and ifnet_config(tiny_ifnet().state_dict()) == TINY
+
+
+def test_two_identical_frames_give_that_frame() -> None:
+    frame = gradient_frames(1, 32, 16)[0]
+    pixels = torch.from_numpy(np.array(frame)).permute(2, 0, 1)[None].float() / 255
+    # the network itself, blocks outputting no flow and an even mask: the warped inputs, averaged
+    still = tiny_ifnet(still=True)(pixels, pixels.clone(), torch.tensor([0.3]))
+    torch.testing.assert_close(still, pixels, atol=1e-5, rtol=0)
+    # any random network on a flat frame: warping a flat frame leaves it flat, and the blend of equals is it
+    flat = torch.full((1, 3, 32, 32), 0.4)
+    torch.testing.assert_close(tiny_ifnet(3)(flat, flat.clone(), torch.tensor([0.5])), flat, atol=1e-5, rtol=0)
+    # the runner: a pair of equal frames is not sent to the network; its frames are copies
+    out = rife_frames([frame, frame.copy()], 4, False, tiny_ifnet(5))
+    assert len(out) == 8 and all(np.array_equal(np.asarray(f), np.asarray(frame)) for f in out)
+
+
+@pytest.mark.parametrize("dx, dy", [(3, 0), (0, -4), (5, 2), (-6, -3)])
+def test_the_warp_moves_a_disc_by_exactly_the_flow(dx: int, dy: int) -> None:
+    w, h = 40, 30
+    image = disc(w, h, 20, 15)
+    flow = torch.tensor([float(dx), float(dy)]).view(1, 2, 1, 1).expand(1, 2, h, w)
+    moved = warp(image, flow)  # backward warp: the content moves against the flow
+    torch.testing.assert_close(moved, disc(w, h, 20 - dx, 15 - dy), atol=1e-5, rtol=0)
+    torch.testing.assert_close(warp(image, torch.zeros(1, 2, h, w)), image, atol=1e-5, rtol=0)
+
+
+# ----------------------------------------------------------------------------------------- the frame rule
+def test_links_in_order() -> None:
+    assert links(4, False) == [(0, 1), (1, 2), (2, 3)]
+    assert links(4, True) == [(0, 1), (1, 2), (2, 3), (3, 0)]
+    assert links(1, True) == [] and links(0, False) == []
+
+
+@pytest.mark.parametrize("loop", [False, True])
+def test_frame_order_and_count(loop: bool) -> None:
+    colours = [0, 60, 120, 240]
+    net = tiny_ifnet(still=True)  # made frames = the average of the pair: each one tells which pair made it
+    out = rife_frames(solid(colours), 3, loop, net)
+    assert len(out) == 4 * 3 == interpolated_count(4, 3)
+    got = [int(np.asarray(f)[0, 0, 0]) for f in out]
+    last = [(240 + 0) // 2] * 2 if loop else [240, 240]  # closed loop: towards the first frame; else held
+    assert got == [0, 30, 30, 60, 90, 90, 120, 180, 180, 240, *last]
+
+
+@pytest.mark.parametrize("mode, frames, context, loop", [
+    (ClosedLoop.N, 6, 16, False), (ClosedLoop.R_MINUS_P, 6, 16, True), (ClosedLoop.R_PLUS_P, 20, 16, True),
+    (ClosedLoop.A, 20, 16, True), (ClosedLoop.A, 6, 16, True)])
+def test_frame_counts_for_each_loop_mode(mode: ClosedLoop, frames: int, context: int, loop: bool) -> None:
+    params = AnimateDiffParams(closed_loop=mode, interp=FrameInterpolation.RIFE, interp_x=3, video_length=frames)
+    pingpong = mode is ClosedLoop.A and frames <= context  # A on a short clip: forward then backward
+    job = interpolation_for(params, 8.0, ping_pong=pingpong)
+    assert job is not None and job.loop is loop and job.factor == 3
+    clip = solid([i * 10 for i in range(frames)], 16, 16)
+    clip = ping_pong(clip) if pingpong else clip
+    out = rife_frames(clip, job.factor, job.loop, tiny_ifnet(still=True))
+    assert len(out) == interpolated_count(len(clip), 3) == len(clip) * 3
+    assert [out[i * 3] for i in range(len(clip))] == clip  # the generated frames, unchanged, every X frames
+    tail = int(np.asarray(out[-1])[0, 0, 0])
+    assert tail == ((clip[-1].getpixel((0, 0))[0] + clip[0].getpixel((0, 0))[0]) // 2 if loop
+                    else clip[-1].getpixel((0, 0))[0])
+
+
+def test_off_or_factor_one_adds_nothing() -> None:
+    assert interpolation_for(AnimateDiffParams(), 8.0) is None
+    assert interpolation_for(AnimateDiffParams(interp=FrameInterpolation.RIFE, interp_x=1), 8.0) is None
+    assert rife_frames(solid([0, 9]), 1, True, tiny_ifnet()) == solid([0, 9])
+
+
+# --------------------------------------------------------------------------------------- rate and duration
+@pytest.mark.parametrize("fps, factor, expected", [
+    (8.0, 4, Fraction(32)), (12.0, 10, Fraction(120)), (Fraction(30000, 1001), 3, Fraction(90000, 1001)),
+    (29.97, 2, Fraction(5994, 100)), (7.5, 2, Fraction(15))])
+def test_the_rate_is_multiplied_and_the_duration_kept(fps: float | Fraction, factor: int, expected: Fraction) -> None:
+    rate = interpolated_fps(fps, factor)
+    assert rate == expected
+    for frames in (1, 16, 17):
+        assert Fraction(interpolated_count(frames, factor)) / rate == Fraction(frames) / Fraction(fps) \
+            .limit_denominator(100_000)
+
+
+def test_an_explicit_output_rate_wins() -> None:
+    assert interpolated_fps(8.0, 4, explicit=24.0) == 24.0
+    params = AnimateDiffParams(interp=FrameInterpolation.RIFE, interp_x=4, interp_fps=30)
+    job = interpolation_for(params, 8.0)
+    assert job is not None and job.fps == 30
+    job = interpolation_for(params.replace_field("interp_fps", 0), Fraction(30000, 1001))
+    assert job is not None and job.fps == Fraction(120000, 1001)
+
+
+# --------------------------------------------------------------------------------------------- weight files
+@pytest.mark.parametrize("name", ["flownet.pkl", "rife-v4.26.safetensors", "RIFE_4.25.pth"])
+def test_weight_files_load_safely_and_run_like_the_network(tmp_path: Path, name: str) -> None:
+    net = tiny_ifnet(7)
+    write_weights(tmp_path / name, net)
+    (tmp_path / "mm_sd15_v3.safetensors").write_bytes(b"")  # motion modules in the same folder are not taken
+    assert find_rife_weights(tmp_path).name == name
+    loaded = load_rife(find_rife_weights(tmp_path))
+    a, b = torch.rand(1, 3, 16, 32), torch.rand(1, 3, 16, 32)
+    torch.testing.assert_close(loaded(a, b, torch.tensor([0.5])), net(a, b, torch.tensor([0.5])))
+    job = interpolation_for(AnimateDiffParams(interp=FrameInterpolation.RIFE, interp_x=2, closed_loop=ClosedLoop.N),
+                            8.0, host=InterpHost(device="cpu", model_root=tmp_path))
+    assert job is not None and len(interpolate(gradient_frames(3, 16, 16), job)) == 6
+
+
+def test_missing_weights_say_what_to_download(tmp_path: Path) -> None:
+    with pytest.raises(InterpolationError, match="Practical-RIFE.*flownet.pkl"):
+        find_rife_weights(tmp_path)
+
+
+def test_inspect_recognises_rife_weights(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_weights(tmp_path / "flownet.pkl", tiny_ifnet())
+    assert main_inspect([str(path), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["kind"].startswith("RIFE") and info["blocks"] == 3 and info["widths"] == [8, 8, 8]
+    assert main_inspect([str(path)]) == 0
+    assert "RIFE frame-interpolation weights (IFNet v4.x), 3 flow blocks" in capsys.readouterr().out
+    state = {k: v for k, v in tiny_ifnet().state_dict().items() if not k.startswith("block1.")}
+    torch.save(state, tmp_path / "rife-broken.pkl")
+    assert main_inspect([str(tmp_path / "rife-broken.pkl")]) == 2
+    assert "rife-broken.pkl: not RIFE IFNet v4.x weights" in capsys.readouterr().err
