@@ -159,6 +159,8 @@ def rife_frames(frames: Sequence[Image.Image], factor: int, loop: bool, net: IFN
                 progress(start + len(chunk), len(tasks))
     finally:
         net.to("cpu")
+        if torch.device(device).type == "cuda":  # the batches' memory back to the host (also after OOM)
+            torch.cuda.empty_cache()
     following = dict(links(len(frames), loop))
     out: list[Image.Image] = []
     for i, frame in enumerate(frames):

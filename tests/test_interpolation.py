@@ -26,11 +26,15 @@ from motion_module.interpolation import (
 )
 from motion_module.param_fields import ClosedLoop, FrameInterpolation
 from motion_module.params import AnimateDiffParams
+from motion_module.publish import Published, publish_videos, video_job
 from motion_module.rife import IFNet, ifnet_config, warp
 from motion_module.tools import main_inspect
+from motion_module.video_encoders import animated_timing
 from motion_module.video_files import ping_pong
+from motion_module.video_input import probe_video
 from tests.fixtures.frames import gradient_frames
 from tests.fixtures.rife import TINY, tiny_ifnet, write_weights
+from tests.test_video_input import packet_pts
 
 
 def solid(colours: list[int], w: int = 20, h: int = 12) -> list[Image.Image]:
@@ -182,3 +186,113 @@ def test_inspect_recognises_rife_weights(tmp_path: Path, capsys: pytest.CaptureF
     torch.save(state, tmp_path / "rife-broken.pkl")
     assert main_inspect([str(tmp_path / "rife-broken.pkl")]) == 2
     assert "rife-broken.pkl: not RIFE IFNet v4.x weights" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------ publishing (stage 2)
+def _publish(tmp_path: Path, params: AnimateDiffParams, clip: list[Image.Image], weights: Path | None,
+             progress: list[tuple[int, int]] | None = None, **kw: object) -> Published:
+    settings = {"animatediff_interp_path": str(weights) if weights else str(tmp_path / "empty")}
+    host = InterpHost(device="cpu", progress=None if progress is None else lambda d, t: progress.append((d, t)))
+    job = video_job(len(clip), params, tmp_path / "out", lambda key, default: settings.get(key, default), host=host,
+                    **kw)  # type: ignore[arg-type]
+    n = len(clip)
+    return publish_videos(clip, ["p, Seed: 3"] * n, [3] * n, ["p"] * n, job, for_api=True)
+
+
+def _files(out: Published, suffix: str) -> Path:
+    return next(Path(f) for f in out.files if f.endswith(suffix))
+
+
+def _animation(path: Path) -> tuple[int, int]:
+    """(frames, total duration in ms) of a GIF (Pillow) or an animated WEBP (its ANMF chunks, read directly)."""
+    data = path.read_bytes()
+    if data[:4] == b"RIFF":
+        durations, pos = [], 12
+        while pos + 8 <= len(data):
+            tag, size = data[pos:pos + 4], int.from_bytes(data[pos + 4:pos + 8], "little")
+            if tag == b"ANMF":
+                durations.append(int.from_bytes(data[pos + 20:pos + 23], "little"))
+            pos += 8 + size + (size & 1)
+        return len(durations), sum(durations)
+    with Image.open(path) as image:
+        durations = []
+        for i in range(image.n_frames):
+            image.seek(i)
+            durations.append(int(image.info["duration"]))
+    return len(durations), sum(durations)
+
+
+@pytest.fixture
+def weights(tmp_path: Path) -> Path:
+    folder = tmp_path / "rife"
+    folder.mkdir()
+    write_weights(folder / "flownet.pkl", tiny_ifnet(11))
+    return folder
+
+
+def test_every_format_and_the_api_get_the_interpolated_frames(tmp_path: Path, weights: Path) -> None:
+    clip = gradient_frames(4, 32, 24)
+    params = AnimateDiffParams(enable=True, interp=FrameInterpolation.RIFE, interp_x=3, closed_loop=ClosedLoop.N,
+                               fps=8, formats=("GIF", "MP4", "WEBP", "PNG", "Frame"))
+    progress: list[tuple[int, int]] = []
+    out = _publish(tmp_path, params, clip, weights, progress)
+    assert not out.notes
+    # GIF/WEBP: their encoders merge neighbours that encode alike (the held last frame; random-weight frames
+    # differing by 1/255) into one longer frame, so the time is what is exact: 4 frames at 8 fps
+    assert _animation(_files(out, ".gif"))[1] == 500 and _animation(_files(out, ".webp"))[1] == 500
+    mp4 = _files(out, ".mp4")
+    assert len(packet_pts(mp4)) == 12 and probe_video(mp4).fps == 24
+    png = next(Path(f) for f in out.files if Path(f).is_dir())
+    assert len(list(png.glob("*.png"))) == 12
+    returned = out.images[3:]  # GIF, MP4, WEBP as base64, then the frames
+    assert len(returned) == 12 and all(isinstance(f, Image.Image) for f in returned)
+    assert all(np.array_equal(np.asarray(returned[i * 3]), np.asarray(clip[i])) for i in range(4))
+    assert progress[-1] == (6, 6)  # 3 pairs x 2 frames each, in batches of 4: (4, 6), (6, 6)
+    assert progress == [(4, 6), (6, 6)]
+
+
+def test_above_50_fps_gif_and_webp_keep_the_duration_and_an_explicit_rate_wins(tmp_path: Path,
+                                                                              weights: Path) -> None:
+    params = AnimateDiffParams(enable=True, interp=FrameInterpolation.RIFE, interp_x=10, closed_loop=ClosedLoop.A,
+                               fps=8, formats=("GIF", "WEBP", "MP4"), context=16)
+    out = _publish(tmp_path, params, gradient_frames(5, 16, 16), weights)
+    # 5 frames x 10 at 80 fps: GIF/WEBP show every 2nd frame, 25 frames over 0.625 s (GIF to half a centisecond)
+    assert _animation(_files(out, ".gif"))[1] == 620 and _animation(_files(out, ".webp"))[1] == 625
+    assert len(packet_pts(_files(out, ".mp4"))) == 50 and probe_video(_files(out, ".mp4")).fps == 80
+    fixed = _publish(tmp_path / "fixed", params.replace_field("interp_fps", 20), gradient_frames(5, 16, 16), weights)
+    assert probe_video(_files(fixed, ".mp4")).fps == 20 and _animation(_files(fixed, ".webp"))[1] == 2500
+
+
+def test_a_failure_saves_the_frames_without_interpolation_and_says_why(tmp_path: Path) -> None:
+    params = AnimateDiffParams(enable=True, interp=FrameInterpolation.RIFE, interp_x=3, fps=8,
+                               formats=("GIF", "PNG"))
+    out = _publish(tmp_path, params, gradient_frames(4, 16, 16), None)
+    assert len(out.notes) == 1
+    assert out.notes[0].startswith("AnimateDiff: frame interpolation (RIFE x3; the video is saved without it) "
+                                   "failed: no RIFE weights in")
+    assert _animation(_files(out, ".gif")) == (4, 500)  # 8 fps, not 24
+    assert len(list(next(Path(f) for f in out.files if Path(f).is_dir()).glob("*.png"))) == 4
+
+
+def test_kept_audio_stays_in_sync(tmp_path: Path, weights: Path) -> None:
+    from tests.test_video_input import audio_seconds, make
+
+    source = tmp_path / "source.m4a"
+    make("-f", "lavfi", "-i", "sine=f=440:duration=3", "-c:a", "aac", str(source))
+    params = AnimateDiffParams(enable=True, interp=FrameInterpolation.RIFE, interp_x=4, fps=8, formats=("MP4",))
+    out = _publish(tmp_path, params, gradient_frames(4, 16, 16), weights, audio=source)
+    mp4 = _files(out, ".mp4")
+    assert not out.notes and len(packet_pts(mp4)) == 16 and probe_video(mp4).fps == 32
+    assert Fraction(1, 2) - Fraction(3, 100) <= audio_seconds(mp4) <= Fraction(1, 2) + Fraction(1, 100)
+
+
+@pytest.mark.parametrize("count, fps", [(40, Fraction(80)), (160, Fraction(120)), (33, Fraction(90000, 1001)),
+                                        (16, Fraction(32))])
+def test_animated_timing_is_exact(count: int, fps: Fraction) -> None:
+    for ticks in (100, 1000):
+        shown, durations = animated_timing(count, fps, ticks, keep_duration=True)
+        assert len(shown) == len(durations) and shown[0] == 0
+        assert abs(sum(durations) - count * ticks / fps) <= Fraction(1, 2)
+        assert min(durations) >= ticks // 50  # browsers stretch shorter GIF delays
+        for i, start in enumerate(shown):  # every frame shown starts within half a tick of its exact time
+            assert abs(sum(durations[:i]) - start * ticks / fps) <= Fraction(1, 2)
