@@ -4,6 +4,8 @@ its warp, the frame-count rule for every loop mode, the output rate and duration
 from __future__ import annotations
 
 import json
+import sys
+from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 
@@ -296,3 +298,80 @@ def test_animated_timing_is_exact(count: int, fps: Fraction) -> None:
         assert min(durations) >= ticks // 50  # browsers stretch shorter GIF delays
         for i, start in enumerate(shown):  # every frame shown starts within half a tick of its exact time
             assert abs(sum(durations[:i]) - start * ticks / fps) <= Fraction(1, 2)
+
+
+# ------------------------------------------------------------------------------------ FILM through Deforum
+FILM_STAND_IN = '''"""Test stand-in of Deforum's FILM entry point: its signature and file contract, linear blends."""
+import json, os
+from glob import glob
+
+import numpy as np
+from PIL import Image
+
+
+def run_film_interp_infer(model_path=None, input_folder=None, save_folder=None, inter_frames=None):
+    paths = sorted(glob(os.path.join(input_folder, "*.png")))
+    with open(os.environ["FILM_STAND_IN_LOG"], "a") as log:
+        log.write(json.dumps({"model_path": model_path, "inputs": len(paths), "inter_frames": inter_frames}) + "\\n")
+    os.makedirs(save_folder, exist_ok=True)
+    frames = [np.asarray(Image.open(p).convert("RGB")).astype(np.float64) for p in paths]
+    number = 0
+    for i in range(len(frames) - 1):
+        for k in range(inter_frames + 1 + (i == len(frames) - 2)):
+            t = k / (inter_frames + 1)
+            made = np.round(frames[i] * (1 - t) + frames[i + 1] * t).astype(np.uint8)
+            Image.fromarray(made).save(os.path.join(save_folder, f"frame_{number:09d}.png"))
+            number += 1
+'''
+HELPERS_STAND_IN = '''def check_and_download_film_model(model_name, model_dest_folder):
+    import os
+    os.makedirs(model_dest_folder, exist_ok=True)
+    open(os.path.join(model_dest_folder, model_name), "a").close()
+'''
+
+
+@pytest.fixture
+def deforum(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A folder laid out like Deforum's import roots, on sys.path, with the stand-ins; returns the call log."""
+    root = tmp_path / "deforum-src"
+    for package, source in (("film_interpolation", ("film_inference", FILM_STAND_IN)),
+                            ("deforum_helpers", ("frame_interpolation", HELPERS_STAND_IN))):
+        (root / package).mkdir(parents=True)
+        (root / package / "__init__.py").write_text("")
+        (root / package / f"{source[0]}.py").write_text(source[1])
+    monkeypatch.syspath_prepend(str(root))
+    names = ("film_interpolation", "film_interpolation.film_inference", "deforum_helpers",
+             "deforum_helpers.frame_interpolation")
+    log = tmp_path / "film-calls.jsonl"
+    monkeypatch.setenv("FILM_STAND_IN_LOG", str(log))
+    yield log
+    for name in names:  # the stand-ins leave with their folder
+        sys.modules.pop(name, None)
+
+
+@pytest.mark.parametrize("mode, loop", [(ClosedLoop.R_MINUS_P, True), (ClosedLoop.N, False)])
+def test_film_goes_through_deforums_entry_point(tmp_path: Path, deforum: Path, mode: ClosedLoop, loop: bool) -> None:
+    colours = [0, 60, 120, 240]
+    params = AnimateDiffParams(enable=True, interp=FrameInterpolation.FILM, interp_x=3, closed_loop=mode, fps=8,
+                               formats=("MP4", "PNG", "Frame"))
+    settings: dict[str, str] = {}
+    job = video_job(4, params, tmp_path / "out", lambda key, default: settings.get(key, default),
+                    host=InterpHost(models_path=tmp_path / "models"))
+    out = publish_videos(solid(colours, 16, 16), ["p"] * 4, [1] * 4, ["p"] * 4, job, for_api=True)
+    assert not out.notes
+    call = json.loads(deforum.read_text())
+    model = tmp_path / "models" / "Deforum" / "film_interpolation" / "film_net_fp16.pt"
+    assert call == {"model_path": str(model), "inputs": 5 if loop else 4, "inter_frames": 2} and model.is_file()
+    frames = out.images[1:]
+    assert len(frames) == 12 and len(packet_pts(_files(out, ".mp4"))) == 12
+    assert probe_video(_files(out, ".mp4")).fps == 24
+    tail = [160, 80] if loop else [240, 240]  # towards the first frame (240 -> 0), or the last frame held
+    assert [int(np.asarray(f)[0, 0, 0]) for f in frames] == [0, 20, 40, 60, 80, 100, 120, 160, 200, 240, *tail]
+
+
+def test_film_without_deforum_says_what_to_install(tmp_path: Path) -> None:
+    params = AnimateDiffParams(enable=True, interp=FrameInterpolation.FILM, interp_x=2, formats=("PNG",))
+    job = video_job(3, params, tmp_path / "out", lambda key, default: default, host=InterpHost(models_path=tmp_path))
+    out = publish_videos(solid([0, 50, 100]), ["p"] * 3, [1] * 3, ["p"] * 3, job, for_api=True)
+    assert len(out.notes) == 1 and "sd-webui-deforum" in out.notes[0] and "choose interp RIFE" in out.notes[0]
+    assert len(list(Path(out.files[0]).glob("*.png"))) == 3  # saved without interpolation
