@@ -82,3 +82,7 @@ def naming(field: str | None) -> Iterator[None]:
         if field is None:
             raise
         raise ParameterError(field, str(error)) from error
+
+
+class InterpolationError(AnimateDiffError):
+    """Frame interpolation cannot run (weights missing or unusable, FILM unavailable); the video is saved without."""

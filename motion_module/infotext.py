@@ -18,8 +18,9 @@ schedule actually applied, e.g. what "auto" chose) after ``schedule`` when known
 last when given. Those are informational and never pasted; ``schedule`` keeps the user's
 choice, because "auto" resolves again to the same schedule for the same model, while a family's
 exact schedule (e.g. AnimateDiff-XL's beta_end 0.020) may have no name of its own.
-Written only when relevant: freeinit_filter/ds/dt/iters (when FreeInit is on), latent_* (img2img).
-Never written: last_frame, request_id, video_source, video_path, mask_path, interp, interp_x.
+Written only when relevant: freeinit_filter/ds/dt/iters (when FreeInit is on), latent_* (img2img), interp,
+interp_x and interp_fps (when interpolation is on; an older entry's ``interp: Off, interp_x: 10`` pastes).
+Never written: last_frame, request_id, video_source, video_path, mask_path.
 """
 
 from __future__ import annotations
@@ -31,15 +32,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from .errors import ParameterError
-from .param_fields import FIELD_BY_NAME, FIELDS, BetaSchedule, WindowMode, canonical_name
+from .param_fields import FIELD_BY_NAME, FIELDS, BetaSchedule, FrameInterpolation, WindowMode, canonical_name
 from .params import AnimateDiffParams
 
 INFOTEXT_KEY = "AnimateDiff"
 PASTE_PREFIX = "AnimateDiff "
 PASTE_FIELDS: tuple[str, ...] = tuple(s.name for s in FIELDS if s.infotext_key is not None)
 # Keys that are recognised in old or current entries but are not pasted into a field.
-NOT_PASTED_KEYS = frozenset({"model_hash", "mm_hash", "family", "schedule_used", "version", "interp",
-                             "interp_x", "request_id"})
+NOT_PASTED_KEYS = frozenset({"model_hash", "mm_hash", "family", "schedule_used", "version", "request_id"})
 
 _KEY = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_ ]*?)\s*:\s*")
 _NEXT_ENTRY = re.compile(r",\s*(?=[A-Za-z_][A-Za-z0-9_ ]*?\s*:)")
@@ -69,6 +69,8 @@ def _written(spec_name: str, params: AnimateDiffParams, img2img: bool) -> bool:
         return params.motion_scale != 1.0
     if spec_name == "motion_scale_keyframes":
         return bool(params.motion_scale_keyframes)
+    if spec.group == "interp":  # only when on, so entries without interpolation stay as they were
+        return params.interp is not FrameInterpolation.OFF
     return not (spec.group == "freeinit" and spec_name != "freeinit_enable"
                 and not params.freeinit_enable)
 

@@ -41,7 +41,7 @@ from .spec import MotionModuleSpec, detect_spec
 from .weights import parameter_bytes, use_cast_linears, weight_storage
 
 SAFETENSORS_EXTENSIONS = (".safetensors",)
-PICKLE_EXTENSIONS = (".ckpt", ".pt", ".pth", ".bin")
+PICKLE_EXTENSIONS = (".ckpt", ".pt", ".pth", ".bin", ".pkl")  # .pkl: RIFE's official flownet.pkl
 CACHE_SIZE = 2
 _REDOWNLOAD = "re-download it (the download may have been cut off)"
 _ST_DTYPES = {

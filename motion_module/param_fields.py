@@ -81,10 +81,12 @@ class FreeInitFilter(str, Enum):
 
 
 class FrameInterpolation(str, Enum):
-    """Reference-compatible frame interpolation switch; only ``Off`` is supported."""
+    """Frame interpolation of the finished clip: FILM (through the Deforum extension, as the reference) or the
+    built-in RIFE."""
 
     OFF = "Off"
     FILM = "FILM"
+    RIFE = "RIFE"
 
 
 class PromptInterpolation(str, Enum):
@@ -96,8 +98,6 @@ class PromptInterpolation(str, Enum):
 
 KINDS = ("bool", "int", "float", "choice", "formats", "model", "path", "request_id", "image", "keyframes")
 CONTEXT_MAX = 64
-_FILM_REASON = ("FILM frame interpolation is not part of this extension; set interp to 'Off' "
-                "(or leave it out) and interpolate the saved video with an external tool.")
 
 
 @dataclass(frozen=True)
@@ -329,12 +329,15 @@ FIELDS: tuple[FieldSpec, ...] = (
        "Server-side folder of per-frame masks for ControlNet inpaint units (matched to the frames by order).",
        group="controlnet", xyz=False),
     _f("interp", "choice", FrameInterpolation.OFF, "Frame interpolation",
-       "Compatibility with reference payloads: only 'Off' is accepted.",
-       enum=FrameInterpolation, unsupported=(("FILM", _FILM_REASON),), api_only=True,
-       group="compat", xyz=False),
+       "Make frames between the generated ones: RIFE (built in; its weights go into the motion-module folder) or "
+       "FILM (through the Deforum extension, which must be installed). Every format, the PNG frames and the API "
+       "get the interpolated frames; a failure saves the video without interpolation and says why.",
+       enum=FrameInterpolation, infotext_key="interp", group="interp"),
     _f("interp_x", "int", 10, "Interpolation factor",
-       "Compatibility with reference payloads; ignored.", minimum=0, maximum=1000,
-       api_only=True, group="compat", xyz=False),
+       "Replace each input frame with X interpolated output frames: N frames give N*X frames. Each frame is "
+       "followed by X-1 frames towards the next; after the last frame, X-1 frames towards the first in closed "
+       "loops (R-P, R+P, A), else the last frame is held. 0 and 1 add nothing.", minimum=0, maximum=60, step=1,
+       infotext_key="interp_x", group="interp"),
     _f("request_id", "request_id", None, "Request id",
        "API: appended to output file names as -<id>; empty = none.", api_only=True,
        group="api", xyz=False),
@@ -359,6 +362,9 @@ FIELDS: tuple[FieldSpec, ...] = (
        "replacing Motion scale when given. Linear between keyframes, held before the first and after the last "
        "(closed loops R+P/A past one window wrap around). Empty = Motion scale for every frame.",
        infotext_key="motion_scale_keyframes", xyz=False),
+    _f("interp_fps", "float", 0.0, "Interpolated FPS",
+       "Playback rate of the interpolated video; 0 = FPS x Interpolation factor, so the video keeps its duration "
+       "(and kept audio its sync).", minimum=0, maximum=240, step=1, infotext_key="interp_fps", group="interp"),
 )
 
 FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in FIELDS)

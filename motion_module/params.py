@@ -105,6 +105,7 @@ class AnimateDiffParams:
     freenoise: bool = False
     motion_scale: float = 1.0
     motion_scale_keyframes: str = ""
+    interp_fps: float = 0.0
 
     def __post_init__(self) -> None:
         for spec in FIELDS:

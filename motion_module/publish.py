@@ -4,13 +4,18 @@ The host hands over what it generated (frames in order, their infotexts, seeds a
 and gets back what to show or return in their place. Frames of video ``v`` are
 ``images[v * frames:(v + 1) * frames]``; only images that have a seed are frames (ControlNet and
 others may append images, e.g. detected maps, which are never taken for frames). Failures after
-sampling (an encoder, an upload) never lose the frames: they are logged, reported in ``notes``, and
-the frames of that video are returned instead.
+sampling (frame interpolation, an encoder, an upload) never lose the frames: they are logged, reported in
+``notes``, and the frames of that video are saved without interpolation, or returned instead.
+
+Frame interpolation (``interpolation.py``) runs per video on its finished frames (after A's forward-backward
+clip), before any file is written: every format, the PNG frames and the API get the interpolated frames at the
+interpolated rate.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,9 +26,10 @@ from typing import Any
 from PIL import Image
 
 from .errors import AnimateDiffError
+from .interpolation import InterpHost, Interpolation, interpolate, interpolation_for
 from .param_fields import VIDEO_FORMATS, OutputFormat
 from .params import AnimateDiffParams
-from .settings import Get, encode_options, s3_options
+from .settings import Get, encode_options, interp_batch, interp_folder, s3_options
 from .upload import S3Options, upload_s3
 from .video_encoders import EncodeOptions
 from .video_files import ping_pong, save_video
@@ -47,6 +53,7 @@ class VideoJob:
     request_id: str | None = None
     s3: S3Options | None = None
     audio: Path | None = None  # a video whose audio MP4/WEBM outputs carry, trimmed to the clip
+    interp: Interpolation | None = None  # frame interpolation of every video, or None
 
 
 @dataclass
@@ -90,27 +97,41 @@ def _shown(path: Path, first_frame: Image.Image, for_api: bool) -> Any | None:
     return preview
 
 
-def _add_audio(files: dict[str, Path], frames: int, job: VideoJob, out: Published) -> None:
+def _add_audio(files: dict[str, Path], frames: int, fps: float | Fraction, job: VideoJob, out: Published) -> None:
     for name in ("MP4", "WEBM"):
         if job.audio is not None and name in files:
             try:
-                mux_audio(files[name], job.audio, frames=frames, fps=Fraction(job.options.fps), out_path=files[name])
+                mux_audio(files[name], job.audio, frames=frames, fps=Fraction(fps), out_path=files[name])
             except AnimateDiffError as error:
                 out.report(f"adding the source's audio to the {name} (kept without audio)", error)
+
+
+def _interpolated(frames: list[Image.Image], job: VideoJob, out: Published
+                  ) -> tuple[list[Image.Image], EncodeOptions]:
+    """The frames to save and how: interpolated at the interpolated rate, or as they are when that fails."""
+    if job.interp is None:
+        return frames, job.options
+    try:
+        made = interpolate(frames, job.interp)
+    except Exception as error:  # missing weights, out of memory, FILM unavailable...: the frames are kept
+        out.report(f"frame interpolation ({job.interp.label}; the video is saved without it)", error)
+        return frames, job.options
+    return made, dataclasses.replace(job.options, fps=job.interp.fps, keep_duration=True)
 
 
 def _one_video(frames: list[Image.Image], info: str, seed: int, job: VideoJob, for_api: bool,
                out: Published) -> None:
     formats = [str(f.value) for f in job.formats if f is not OutputFormat.FRAME]
     shown = 0
+    frames, options = _interpolated(frames, job, out)
     try:
         saved = save_video(frames, job.out_dir, seed=seed, formats=formats, infotext=info,
-                           options=job.options, request_id=job.request_id)
+                           options=options, request_id=job.request_id)
     except AnimateDiffError as error:
         out.report("writing the video", error)
         saved = None
     if saved is not None:
-        _add_audio(saved.files, len(frames), job, out)
+        _add_audio(saved.files, len(frames), options.fps, job, out)
         out.files += [str(path) for path in saved.files.values()]
         videos = [saved.files[f] for f in VIDEO_FORMATS if f in saved.files]
         if job.s3 is not None and videos:
@@ -153,15 +174,18 @@ def publish_videos(images: Sequence[Image.Image], infotexts: Sequence[str], seed
 
 def video_job(frames: int, params: AnimateDiffParams, out_dir: Path, get: Get, *, ping_pong: bool = False,
               original_prompt: str | None = None, source_fps: Fraction | None = None,
-              audio: Path | None = None) -> VideoJob:
-    """The job for a request's ``params`` with the encoder and upload settings read through ``get``.
+              audio: Path | None = None, host: InterpHost | None = None) -> VideoJob:
+    """The job for a request's ``params`` with the encoder, upload and interpolation settings read through ``get``.
 
-    ``fps`` 0 plays at ``source_fps`` (the video source's exact rate) or 8; ``audio``: see ``VideoJob``.
+    ``fps`` 0 plays at ``source_fps`` (the video source's exact rate) or 8; ``audio``: see ``VideoJob``;
+    ``host``: the device, folders and progress callback frame interpolation uses.
     """
     fps = output_fps(params.fps, source_fps)
+    interp = interpolation_for(params, fps, ping_pong=ping_pong, weights_dir=interp_folder(get),
+                               batch=interp_batch(get), host=host)
     return VideoJob(frames=frames, formats=params.formats, out_dir=out_dir, ping_pong=ping_pong,
                     options=encode_options(get, fps=fps, loop=params.loop_number), original_prompt=original_prompt,
-                    request_id=params.request_id, s3=s3_options(get), audio=audio)
+                    request_id=params.request_id, s3=s3_options(get), audio=audio, interp=interp)
 
 
-__all__ = ["Published", "VideoJob", "publish_videos", "video_count", "video_infotext", "video_job"]
+__all__ = ["InterpHost", "Published", "VideoJob", "publish_videos", "video_count", "video_infotext", "video_job"]

@@ -47,6 +47,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("animatediff_webp_lossless", False, "WEBP lossless", "bool"),
     Setting("animatediff_keep_models", True, "Keep motion modules in memory between requests (off: each request "
             "loads its module and frees it afterwards; a changed file is always re-read)", "bool"),
+    Setting("animatediff_interp_path", "", "Frame interpolation: folder of the RIFE weights (empty: the motion-module "
+            "folder)"),
+    Setting("animatediff_interp_batch", 4, "Frame interpolation: frames made per RIFE call (more: faster, more "
+            "memory)", "slider", 1, 32),
     Setting("animatediff_max_rows", 0, "Frames per UNet call across windows (0: one window per call)", "number"),
     Setting("animatediff_s3_enable", False, "Upload videos to S3-compatible storage", "bool"),
     Setting("animatediff_s3_endpoint", "", "S3 endpoint URL (http:// or https://)"),
@@ -93,6 +97,17 @@ def max_rows(get: Get) -> int | None:
     return int(_value(get, "animatediff_max_rows") or 0) or None
 
 
+def interp_folder(get: Get) -> Path | None:
+    """The configured folder of the RIFE weights, or None for the motion-module folder."""
+    text = str(_value(get, "animatediff_interp_path") or "").strip()
+    return Path(text).expanduser() if text else None
+
+
+def interp_batch(get: Get) -> int:
+    """Frames RIFE makes per network call (at least 1)."""
+    return max(1, int(_value(get, "animatediff_interp_batch") or 1))
+
+
 def input_folders(get: Get) -> list[Path]:
     """The configured extra folders that AnimateDiff's file inputs may come from."""
     return [Path(line.strip()).expanduser() for line in str(_value(get, "animatediff_input_folders") or "").splitlines()
@@ -113,5 +128,5 @@ def model_folder(get: Get) -> str:
     return str(_value(get, "animatediff_model_path") or "").strip()
 
 
-__all__ = ["DEFAULTS", "SETTINGS", "Setting", "encode_options", "input_folders", "input_roots", "max_rows",
-           "model_folder", "s3_options"]
+__all__ = ["DEFAULTS", "SETTINGS", "Setting", "encode_options", "input_folders", "input_roots", "interp_batch",
+           "interp_folder", "max_rows", "model_folder", "s3_options"]

@@ -21,9 +21,10 @@ from torch import Tensor
 
 from .cli import convert_parser, inspect_parser, one_line, print_error, target_problem
 from .convert import detect_layout, to_original_layout
-from .errors import MotionModuleError, OutputError
+from .errors import InterpolationError, MotionModuleError, OutputError
 from .loading import check_state_dict, file_hash, named_errors, read_state_dict
 from .lora import describe_lora
+from .rife import describe_ifnet
 from .schedules import FAMILY_SCHEDULES
 from .spec import MotionModuleSpec, detect_spec, with_family
 
@@ -37,6 +38,12 @@ def _dtype_name(dtype: torch.dtype) -> str:
 def inspect_file(path: str | os.PathLike[str], *, with_hash: bool = False) -> dict[str, Any]:
     """What ``inspect`` reports for one file (JSON-ready). Raises MotionModuleError naming the file."""
     state_dict = read_state_dict(path, meta=True)
+    try:
+        rife = describe_ifnet(state_dict)
+    except InterpolationError as exc:  # IFNet-like keys in an unsupported layout
+        raise MotionModuleError(f"{Path(path).name}: {exc}") from None
+    if rife is not None:  # frame-interpolation weights, not a motion module
+        return {"file": str(path), **rife}
     lora = describe_lora(state_dict)
     if lora is not None:  # a LoRA in AnimateDiff's layouts: where it goes instead
         return {"file": str(path), **lora, "use": f"put it in WebUI's models/Lora folder and write "
@@ -71,6 +78,9 @@ def inspect_file(path: str | os.PathLike[str], *, with_hash: bool = False) -> di
 
 
 def _describe(info: dict[str, Any]) -> str:
+    if "blocks" in info:  # RIFE weights
+        return f"{info['file']}: {info['kind']}, {info['blocks']} flow blocks of widths " \
+               f"{'/'.join(map(str, info['widths']))}, {info['params']:,} parameters, {info['dtype']}; {info['use']}"
     if "kind" in info:
         shape = (f", for modules with channels {'/'.join(map(str, info['channels']))} and "
                  f"{'a' if info['mid_block'] else 'no'} mid block" if "channels" in info else "")

@@ -15,7 +15,7 @@ from .param_fields import FIELDS, FieldSpec
 from .settings import Setting
 
 GROUP_TITLES = {"context": "Context windows", "freeinit": "FreeInit", "img2img": "Image to video",
-                "controlnet": "Video input (for ControlNet)"}
+                "controlnet": "Video input (for ControlNet)", "interp": "Frame interpolation"}
 SLIDER_MAX_SPAN = 128  # wider numeric ranges get a number box instead of a slider
 
 

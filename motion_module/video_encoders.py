@@ -9,7 +9,8 @@ Timing: GIF delays (centiseconds) and WEBP durations (milliseconds) vary per fra
 cumulative time after frame n is round(n / fps) in those units (halves rounding down), never more
 than half a unit away from the exact clock. Browsers stretch GIF delays below 2 cs to 10 cs, so
 above 50 fps every frame gets 2 cs (GIF) / 20 ms (WEBP) and the clip plays at 50 fps; a warning
-is logged.
+is logged. With ``keep_duration`` (interpolated clips) they instead show every k-th frame, k the smallest step
+that brings the rate to 50 fps or below, each for the exact time of the k frames it stands for.
 
 Odd sizes: H.264 and VP9 in yuv420p need even sizes, so MP4 and WEBM frames get one extra
 column/row copied from the last one (edge padding, never cropping: no pixel is lost). GIF, WEBP
@@ -74,6 +75,7 @@ class EncodeOptions:
     webm_crf: int = 32
     webp_quality: int = 80
     webp_lossless: bool = False
+    keep_duration: bool = False  # GIF/WEBP above 50 fps: show every k-th frame at the exact time (see the module)
 
     def __post_init__(self) -> None:
         fps = self.fps
@@ -84,7 +86,7 @@ class EncodeOptions:
         _check_int("mp4_crf", self.mp4_crf, 0, 51)
         _check_int("webm_crf", self.webm_crf, 0, 63)
         _check_int("webp_quality", self.webp_quality, 0, 100)
-        for name in ("gif_palette", "gif_gifsicle", "webp_lossless"):
+        for name in ("gif_palette", "gif_gifsicle", "webp_lossless", "keep_duration"):
             _check_bool(name, getattr(self, name))
         if self.mp4_preset is not None and self.mp4_preset not in X264_PRESETS:
             raise ParameterError("mp4_preset", f"must be one of {', '.join(X264_PRESETS)} or "
@@ -113,6 +115,23 @@ def frame_durations(num_frames: int, fps: float | Fraction, ticks_per_second: in
     step = Fraction(ticks_per_second) / rate
     marks = [math.ceil(n * step - Fraction(1, 2)) for n in range(num_frames + 1)]
     return [b - a for a, b in itertools.pairwise(marks)]
+
+
+def animated_timing(num_frames: int, fps: float | Fraction, ticks_per_second: int,
+                    keep_duration: bool = False) -> tuple[list[int], list[int]]:
+    """The frames a GIF/WEBP shows and their durations in ticks. Up to 50 fps (or without ``keep_duration``):
+    every frame, ``frame_durations``. Above it with ``keep_duration``: every k-th frame (k = ceil(fps / 50)),
+    shown until the time of the next one shown (the end: ``num_frames / fps``), to half a tick; none shorter
+    than 1/50 s."""
+    rate = Fraction(fps).limit_denominator(1_000_000)
+    if not keep_duration or rate <= MAX_ANIMATED_FPS:
+        return list(range(num_frames)), frame_durations(num_frames, fps, ticks_per_second)
+    shown = list(range(0, num_frames, math.ceil(rate / MAX_ANIMATED_FPS)))
+    if len(shown) > 1 and (num_frames - shown[-1]) / rate < 1 / Fraction(MAX_ANIMATED_FPS):
+        shown.pop()  # a last frame shorter than 1/50 s (browsers would stretch it): the one before lasts to the end
+    step = Fraction(ticks_per_second) / rate
+    marks = [math.ceil(n * step - Fraction(1, 2)) for n in [*shown, num_frames]]
+    return shown, [b - a for a, b in itertools.pairwise(marks)]
 
 
 def gif_delays(num_frames: int, fps: float | Fraction) -> list[int]:
@@ -234,13 +253,15 @@ def _quantize(frame: np.ndarray) -> Image.Image:
 
 
 def _write_gif(frames: np.ndarray, dest: Path, infotext: str, options: EncodeOptions) -> None:
+    shown, delays = animated_timing(len(frames), options.fps, 100, options.keep_duration)
+    frames = frames[shown]
     extra: dict[str, object] = {}
     if options.gif_palette:  # one global colour table, no per-frame tables
         images = _palette_frames(frames)
         extra["palette"] = bytes(images[0].getpalette() or [])
     else:
         images = [_quantize(frame) for frame in frames]
-    delays_ms = [10 * d for d in gif_delays(len(images), options.fps)]
+    delays_ms = [10 * d for d in delays]
     images[0].save(dest, format="GIF", save_all=True, append_images=images[1:],
                    duration=delays_ms, loop=options.loop, optimize=False,
                    comment=infotext.encode("utf-8"), **extra)
@@ -249,9 +270,10 @@ def _write_gif(frames: np.ndarray, dest: Path, infotext: str, options: EncodeOpt
 
 
 def _write_webp(frames: np.ndarray, dest: Path, infotext: str, options: EncodeOptions) -> None:
-    images = [Image.fromarray(frame) for frame in frames]
+    shown, durations = animated_timing(len(frames), options.fps, 1000, options.keep_duration)
+    images = [Image.fromarray(frames[i]) for i in shown]
     images[0].save(dest, format="WEBP", save_all=True, append_images=images[1:],
-                   duration=frame_durations(len(images), options.fps, 1000), loop=options.loop,
+                   duration=durations, loop=options.loop,
                    quality=options.webp_quality, lossless=options.webp_lossless,
                    exif=exif_user_comment(infotext))
 

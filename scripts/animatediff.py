@@ -3,8 +3,7 @@
 One engine call per hook: before_process plans the video input (`controlnet.prepare`) and the request
 (`run.prepare_request`); the p.sample wrapper enters `patch.animatediff_patch`, the one owner of every host change
 (modules, motion LoRAs, GroupNorm, schedule, sampler, init latents, rng, inner-model wrapper, ControlNet hints), and
-re-raises errors hooks swallowed; postprocess calls `publish.publish_videos`. Also: animatediff_{settings,lora}.py.
-"""
+re-raises errors hooks swallowed; postprocess calls `publish.publish_videos` (which also interpolates frames)."""
 
 import datetime
 import importlib
@@ -32,7 +31,7 @@ from motion_module.model_files import list_motion_modules, model_root
 from motion_module.param_fields import FIELDS, XYZ_ATTRIBUTE
 from motion_module.params import AnimateDiffParams, from_script_args
 from motion_module.patch import Host, HostPatch, animatediff_patch
-from motion_module.publish import publish_videos, video_job
+from motion_module.publish import InterpHost, publish_videos, video_job
 from motion_module.request_guard import drop_copied_guard, guard
 from motion_module.run import HostState, RunPlan, check_host, prepare_request
 
@@ -276,7 +275,9 @@ class AnimateDiffScript(scripts.Script):
         try:
             out_dir = Path(p.outpath_samples) / "AnimateDiff" / datetime.date.today().isoformat()
             job = video_job(run.plan.frames, run.params, out_dir, opt, ping_pong=run.plan.ping_pong,
-                            original_prompt=run.original_prompt, source_fps=run.v2v.source_fps, audio=run.v2v.audio)
+                            original_prompt=run.original_prompt, source_fps=run.v2v.source_fps, audio=run.v2v.audio,
+                            host=InterpHost(devices.device, models_root(), Path(paths.models_path), lambda done, total:
+                                            vars(shared.state).update(sampling_step=done, sampling_steps=total)))
             out = publish_videos(processed.images[start:], processed.infotexts[start:], processed.all_seeds,
                                  p.all_prompts, job, for_api=bool(getattr(p, "is_api", False)))
         except Exception as error:  # the frames stay as they are; the failure is reported

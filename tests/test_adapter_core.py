@@ -79,9 +79,12 @@ def test_every_field_has_one_control_in_field_order(is_img2img: bool):
         if spec.kind == "model":
             assert kwargs["choices"] == ["m.safetensors"] and kwargs["value"] == "m.safetensors"
     shown = {s.name for g in groups for s in g.shown}
-    assert ("latent_power" in shown) == is_img2img and "request_id" not in shown and "interp" not in shown
+    assert ("latent_power" in shown) == is_img2img and "request_id" not in shown
+    assert {"interp", "interp_x", "interp_fps"} <= shown
     assert [g.title for g in groups if g.title] == ["Context windows", "FreeInit", "Image to video",
-                                                    "Video input (for ControlNet)"]
+                                                    "Video input (for ControlNet)", "Frame interpolation"]
+    interp = next(g for g in groups if g.title == "Frame interpolation")
+    assert [s.name for s in interp.shown] == ["interp", "interp_x", "interp_fps"]
 
 
 def test_xyz_axes():

@@ -24,7 +24,7 @@ from motion_module.infotext import (
     quote_value,
     to_infotext,
 )
-from motion_module.param_fields import FIELD_BY_NAME, FIELDS
+from motion_module.param_fields import FIELD_BY_NAME, FIELDS, FrameInterpolation
 from motion_module.params import AnimateDiffParams, BetaSchedule, ClosedLoop, OutputFormat
 
 # ----- a stand-in for WebUI (A1111 1.10, modules/infotext_utils.py + processing.py) ----------
@@ -98,7 +98,7 @@ def test_conditional_groups() -> None:
     never = AnimateDiffParams(enable=True, request_id="abc", video_path="/x", mask_path="/m",
                               video_source="/v.mp4")
     raw = parse_infotext(to_infotext(never))
-    for key in ("request_id", "video_source", "video_path", "mask_path", "interp", "interp_x",
+    for key in ("request_id", "video_source", "video_path", "mask_path", "interp", "interp_x", "interp_fps",
                 "last_frame"):
         assert key not in raw
     assert "/x" not in to_infotext(never)
@@ -145,7 +145,17 @@ def test_reference_v1_entry_pastes() -> None:
     assert fields == {"enable": True, "model": "mm_sd_v15_v2.ckpt", "video_length": 16,
                       "fps": 8.0, "loop_number": 0, "closed_loop": ClosedLoop.R_MINUS_P,
                       "context": 16, "stride": 1, "overlap": 4, "latent_power": 1.0,
-                      "latent_scale": 32.0, "latent_power_last": 1.0, "latent_scale_last": 32.0}
+                      "latent_scale": 32.0, "latent_power_last": 1.0, "latent_scale_last": 32.0,
+                      "interp": FrameInterpolation.OFF, "interp_x": 10}
+
+
+def test_interpolation_is_recorded_when_on_and_pastes_back() -> None:
+    p = AnimateDiffParams(enable=True, interp=FrameInterpolation.RIFE, interp_x=4, interp_fps=30)
+    entry = to_infotext(p)
+    assert "interp: RIFE, interp_x: 4" in entry and entry.endswith("interp_fps: 30")
+    pasted = params_with_infotext(through_webui(entry))
+    assert (pasted.interp, pasted.interp_x, pasted.interp_fps) == (FrameInterpolation.RIFE, 4, 30.0)
+    assert "interp_x" not in parse_infotext(to_infotext(AnimateDiffParams(enable=True)))  # off: as before
 
 
 def test_reference_master_entry_pastes_and_implies_enable() -> None:

@@ -179,7 +179,7 @@ ERRORS = [
     ("schedule", "sqrt_linear", ["'sqrt_linear'", "auto, linear, scaled_linear"]),
     ("freeinit_filter", 3, ["3", "butterworth, gaussian, box, ideal"]),
     ("prompt_interpolation", "cubic", ["'cubic'", "slerp, lerp"]),
-    ("interp", "FILM", ["'FILM'", "not supported", "Off"]),
+    ("interp", "DAIN", ["'DAIN'", "Off, FILM, RIFE"]), ("interp_x", 61, ["61", "<= 60"]),
     ("formats", "", ["at least one of", "GIF, MP4, WEBP, WEBM, PNG, TXT, Frame"]),
     ("formats", [], ["at least one of"]), ("formats", "JPG", ["'JPG'", "GIF, MP4"]),
     ("formats", 5, ["5", "GIF, MP4"]), ("formats", ["GIF", 1], ["1", "GIF, MP4"]),
