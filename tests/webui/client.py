@@ -9,10 +9,14 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+import numpy as np
 import pytest
 from PIL import Image
 
 GENERATION_TIMEOUT_S = 300.0  # one request: a real model on a busy CPU is slow
+# AnimateDiff formats that bring every frame back losslessly (API "Frame": PNGs) and write no video (TXT: the
+# infotext), so pixels can be compared exactly; GIF bytes also hold the prompt and a palette
+FRAMES_ONLY = ["TXT", "Frame"]
 # Commas, emphasis brackets and > 75 tokens: A1111's prompt chunking and emphasis run on the tiny tokenizer.
 LONG_PROMPT = "a photo of a cat, (masterpiece:1.2), [blurry], ((sharp focus)), " * 8
 
@@ -109,6 +113,11 @@ def gif_frames(data: bytes) -> list[Image.Image]:
         image.seek(index)
         frames.append(image.convert("RGB").copy())
     return frames
+
+
+def frame_pixels(response: dict[str, Any]) -> list[np.ndarray]:
+    """The frames of an answer asked with ``format: FRAMES_ONLY`` (PNG, lossless), as int16 RGB arrays."""
+    return [np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), dtype=np.int16) for data in videos(response)]
 
 
 def ad_payload(ad: dict[str, Any], **extra: Any) -> dict[str, Any]:

@@ -15,22 +15,23 @@ from pathlib import Path
 from typing import Any
 
 import imageio.v3 as iio
+import numpy as np
 import pytest
 from PIL import Image
 
+from .checks import SECOND_KEY, TRAVEL, assert_img2img_fades, assert_prompt_travel, distances, strictly_increasing
 from .client import (
+    FRAMES_ONLY,
     WebUIClient,
     ad_payload,
     expect_error,
+    frame_pixels,
     gif_frames,
-    png_b64,
     png_bytes,
     tiny_txt2img,
     videos,
 )
 from .launcher import WebUISession
-
-TRAVEL = "masterpiece\n0: a calm sea\n4: a storm, lightning\nsunset"
 
 
 def test_every_format_decodes_and_infotext_round_trips(api: WebUIClient) -> None:
@@ -118,35 +119,65 @@ def test_same_video_with_batch_cond_uncond_on_or_off(api: WebUIClient, cfg: floa
     assert results[0] == results[1]
 
 
-@pytest.mark.parametrize(("mode", "frames", "expected"), [("N", 10, 10), ("R-P", 10, 10), ("R+P", 10, 10),
-                                                          ("A", 10, 10), ("A", 6, 10)])
-def test_closed_loop_modes_with_prompt_travel(api: WebUIClient, mode: str, frames: int, expected: int) -> None:
-    response = api.post("/sdapi/v1/txt2img", ad_payload(
-        {"closed_loop": mode, "video_length": frames, "overlap": 2}, prompt=TRAVEL))
-    got = gif_frames(videos(response)[0])
-    assert len(got) == expected
-    assert got[0].tobytes() != got[-1].tobytes()
+def frames(api: WebUIClient, ad: dict[str, Any], **extra: Any) -> list[np.ndarray]:
+    """The frames of a tiny txt2img video, as pixels (lossless PNGs)."""
+    return frame_pixels(api.post("/sdapi/v1/txt2img", ad_payload({**ad, "format": FRAMES_ONLY}, **extra)))
 
 
-def test_prompt_travel_changes_the_video(api: WebUIClient) -> None:
-    travel = videos(api.post("/sdapi/v1/txt2img", ad_payload({"video_length": 8}, prompt=TRAVEL)))[0]
-    still = videos(api.post("/sdapi/v1/txt2img", ad_payload({"video_length": 8}, prompt="masterpiece, a calm sea")))[0]
-    assert travel != still
+LOOP = {"video_length": 10, "batch_size": 8, "overlap": 2}  # two context windows of 8 frames per step
+# frames 1-9 get the second keyframe's cond exactly, wrapping or not (keyframes 1 and 9 hold the same prompt)
+FRAME_0_APART = "masterpiece\n0: a calm sea\n1: a storm, lightning\n9: a storm, lightning\nsunset"
 
 
-def test_img2img_with_a_last_frame(api: WebUIClient) -> None:
-    payload = {
-        "init_images": [png_b64((200, 30, 30))], "denoising_strength": 0.6, "prompt": "a red square",
-        "steps": 2, "width": 64, "height": 64, "seed": 3, "sampler_name": "Euler", "cfg_scale": 7,
-        "alwayson_scripts": {"AnimateDiff": {"args": [{
-            "enable": True, "model": "tiny_v2.safetensors", "format": ["GIF"], "video_length": 8, "batch_size": 8,
-            "last_frame": png_b64((30, 30, 200)), "latent_scale": 8, "latent_scale_last": 8}]}},
-    }
-    with_last = gif_frames(videos(api.post("/sdapi/v1/img2img", payload))[0])
-    payload["alwayson_scripts"]["AnimateDiff"]["args"][0]["last_frame"] = None
-    without_last = gif_frames(videos(api.post("/sdapi/v1/img2img", payload))[0])
-    assert len(with_last) == len(without_last) == 8
-    assert with_last[-1].tobytes() != without_last[-1].tobytes()
+@pytest.mark.parametrize(("mode", "wraps"), [("N", False), ("R-P", True), ("R+P", True), ("A", True)])
+def test_closed_loop_windows_wrap_around_the_end(api: WebUIClient, mode: str, wraps: bool) -> None:
+    """Only frame 0's prompt differs; with one sampling step a frame changes only where it shares a context
+    window with frame 0. In N the windows are frames 0-7 and 2-9, so frames 8 and 9 stay the same; in the other
+    modes the windows wrap around the end and every frame changes. A keeps its 10 frames (the clip is longer
+    than the context: no ping-pong)."""
+    ad = {**LOOP, "closed_loop": mode}
+    changed = distances(frames(api, ad, prompt=SECOND_KEY, steps=1), frames(api, ad, prompt=FRAME_0_APART, steps=1))
+    assert len(changed) == 10
+    if wraps:
+        assert all(d > 0 for d in changed), changed
+    else:
+        assert all(d > 0 for d in changed[:8]) and changed[8:] == [0, 0], changed
+
+
+@pytest.mark.parametrize(("mode", "wraps"), [("R-P", False), ("R+P", True), ("A", True)])
+def test_closed_loop_prompt_travel_wraps(api: WebUIClient, mode: str, wraps: bool) -> None:
+    """Keyframes at frames 0 and 5 of 10, against the second keyframe's prompt alone, with motion_scale 0 (each
+    frame is the still image of its own cond): frames 0-4 differ (the first keyframe, then the slerp towards the
+    second) and frame 5 is the same. After it R-P holds the second prompt; R+P and A travel back towards the
+    first, further with every frame."""
+    ad = {**LOOP, "closed_loop": mode, "motion_scale": 0}
+    travel = frames(api, ad, prompt="masterpiece\n0: a calm sea\n5: a storm, lightning\nsunset")
+    changed = distances(travel, frames(api, ad, prompt=SECOND_KEY))
+    assert all(d > 0 for d in changed[:5]) and changed[5] == 0, changed
+    if wraps:
+        assert strictly_increasing(changed[5:]), changed
+    else:
+        assert changed[6:] == [0, 0, 0, 0], changed
+
+
+def test_closed_loop_a_plays_a_short_clip_forward_then_backward(api: WebUIClient) -> None:
+    """Mode A on a clip no longer than the context: N's frames (one window, nothing to wrap) followed by frames
+    4 to 1 (2L-2 = 10 frames): frame k is frame 10-k."""
+    loop = frames(api, {"video_length": 6, "closed_loop": "A"})
+    plain = frames(api, {"video_length": 6, "closed_loop": "N"})
+    assert len(loop) == 10 and len(plain) == 6
+    assert all(d > 0 for d in distances(plain[1:], plain[:-1]))  # a video, not one still
+    assert all(np.array_equal(a, n) for a, n in zip(loop, plain))
+    assert all(np.array_equal(loop[k], loop[10 - k]) for k in range(1, 10))
+
+
+def test_prompt_travel_gives_each_frame_its_keyframes_cond(api: WebUIClient) -> None:
+    assert_prompt_travel(lambda prompt, scale: frames(api, {"motion_scale": scale}, prompt=prompt),
+                         frame_independent=True)
+
+
+def test_img2img_fades_the_init_and_last_images(api: WebUIClient) -> None:
+    assert_img2img_fades(api, "tiny_v2.safetensors", frame_independent=True)
 
 
 def test_n_iter_two_gives_two_videos_with_their_own_seeds(api: WebUIClient) -> None:

@@ -19,15 +19,16 @@ from pathlib import Path
 from typing import Any
 
 import imageio.v3 as iio
+import numpy as np
 import pytest
 from PIL import Image
 
 from tests.fixtures.motion_modules import build_state_dict, write_checkpoint
 
-from .client import WebUIClient, WebUIError, gif_frames, png_bytes, tiny_txt2img, videos
+from .checks import TRAVEL, assert_img2img_fades, assert_prompt_travel
+from .client import FRAMES_ONLY, WebUIClient, WebUIError, frame_pixels, gif_frames, png_bytes, tiny_txt2img, videos
 from .launcher import WebUISession
 
-TRAVEL = "masterpiece\n0: a calm sea\n4: a storm, lightning\nsunset"
 SDXL_MODULES = {  # file -> (fixture family, layout, detected family)
     "xl_sdxl.safetensors": ("sdxl", "original", "sdxl"),
     "xl_sdxl_diffusers.safetensors": ("sdxl", "diffusers", "sdxl"),
@@ -107,12 +108,15 @@ def test_layouts_of_one_module_give_the_same_video(api: WebUIClient) -> None:
         assert [f.tobytes() for f in gif_frames(a)] == [f.tobytes() for f in gif_frames(b)], (first, second)
 
 
-@pytest.mark.parametrize("name", ["xl_sdxl.safetensors", "xl_hotshot.safetensors"])
-def test_prompt_travel_changes_the_video(api: WebUIClient, name: str) -> None:
-    travel = videos(api.post("/sdapi/v1/txt2img", ad_payload({"model": name}, prompt=TRAVEL)))[0]
-    still = videos(api.post("/sdapi/v1/txt2img", ad_payload({"model": name}, prompt="masterpiece, a calm sea")))[0]
-    assert travel != still
-    assert len(gif_frames(travel)) == 8
+@pytest.mark.parametrize(("name", "frame_independent"), [("xl_sdxl.safetensors", True),
+                                                      ("xl_hotshot.safetensors", False)])  # GroupNorm pools frames
+def test_prompt_travel_gives_each_frame_its_keyframes_cond(api: WebUIClient, name: str,
+                                                            frame_independent: bool) -> None:
+    def frames_of(prompt: str, scale: float) -> list[np.ndarray]:
+        ad = {"model": name, "format": FRAMES_ONLY, "motion_scale": scale}
+        return frame_pixels(api.post("/sdapi/v1/txt2img", ad_payload(ad, prompt=prompt)))
+
+    assert_prompt_travel(frames_of, frame_independent=frame_independent)
 
 
 @pytest.mark.parametrize(("name", "context"), [("xl_sdxl.safetensors", 8), ("xl_hotshot.safetensors", 8)])
@@ -128,23 +132,10 @@ def test_context_windows(api: WebUIClient, name: str, context: int) -> None:
     assert [f.tobytes() for f in gif_frames(videos(whole)[0])] != [f.tobytes() for f in frames]
 
 
-def _png_b64(color: tuple[int, int, int]) -> str:
-    buffer = io.BytesIO()
-    Image.new("RGB", (64, 64), color).save(buffer, format="PNG")
-    return base64.b64encode(buffer.getvalue()).decode()
-
-
-@pytest.mark.parametrize("name", ["xl_sdxl.safetensors", "xl_hotshot_raw.safetensors"])
-def test_img2img(api: WebUIClient, name: str) -> None:
-    payload = {
-        "init_images": [_png_b64((200, 30, 30))], "denoising_strength": 0.6, "prompt": "a red square",
-        "steps": 2, "width": 64, "height": 64, "seed": 3, "sampler_name": "Euler", "cfg_scale": 7,
-        "alwayson_scripts": {"AnimateDiff": {"args": [{
-            "enable": True, "model": name, "format": ["GIF"], "video_length": 6, "batch_size": 6,
-            "last_frame": _png_b64((30, 30, 200)), "latent_scale": 8, "latent_scale_last": 8}]}},
-    }
-    frames = gif_frames(videos(api.post("/sdapi/v1/img2img", payload))[0])
-    assert len(frames) == 6 and frames[0].tobytes() != frames[-1].tobytes()
+@pytest.mark.parametrize(("name", "frame_independent"), [("xl_sdxl.safetensors", True),
+                                                      ("xl_hotshot_raw.safetensors", False)])
+def test_img2img_fades_the_init_and_last_images(api: WebUIClient, name: str, frame_independent: bool) -> None:
+    assert_img2img_fades(api, name, frame_independent=frame_independent)
 
 
 def test_every_format_decodes(api: WebUIClient) -> None:
