@@ -169,10 +169,14 @@ def test_clear_errors(api: WebUIClient, cn_model: str, inputs: Path, tmp_path: P
     body = _error(api, v2v({"video_path": str(short), "video_length": 9}, unit(cn_model)))
     assert "HTTP 422" in body and "ControlNet unit 0" in body and "5" in body and "9" in body, body
     (inputs / "empty").mkdir(exist_ok=True)
-    assert "holds no images" in _error(api, v2v({"video_path": str(inputs / "empty")}, unit(cn_model)))
     junk = inputs / "junk.mp4"
     junk.write_bytes(b"not a video at all" * 100)
-    assert "junk.mp4" in _error(api, v2v({"video_source": str(junk)}, unit(cn_model)))
+    for field, value, reason in (("video_path", inputs / "empty", "holds no images"),
+                                 ("video_path", inputs / "missing-folder", "does not exist"),
+                                 ("video_source", inputs / "missing.mp4", "does not exist"),
+                                 ("video_source", junk, "junk.mp4")):  # client mistakes: 422 naming the field
+        body = _error(api, v2v({field: str(value)}, unit(cn_model)))
+        assert "HTTP 422" in body and f"AnimateDiff parameter '{field}'" in body and reason in body, body
     outside = frames_folder(tmp_path / "outside", 4)
     body = _error(api, v2v({"video_path": str(outside)}, unit(cn_model)))
     assert "HTTP 422" in body and "outside the folders" in body, body
