@@ -271,6 +271,13 @@ def from_script_args(args: Sequence[Any] | None) -> AnimateDiffParams:
     return from_positional(list(args))
 
 
+def selectable_script_runs(script_args: Sequence[Any] | None) -> bool:
+    """True while a selectable script (X/Y/Z plot, prompt matrix, ...) runs the request: WebUI's first script
+    argument is then its 1-based index (0 or none: no script). Such a script draws with the images it gets."""
+    first = script_args[0] if script_args else 0
+    return isinstance(first, int) and not isinstance(first, bool) and first > 0
+
+
 def script_slice(runner: Any, script_args: Sequence[Any] | None, title: str) -> tuple[Any, ...] | None:
     """The arguments of the always-on script titled ``title`` (case-insensitive) in a host's script runner
     (A1111: ``p.scripts`` and ``p.script_args``), or None when the runner has no such script."""

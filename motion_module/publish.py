@@ -172,6 +172,25 @@ def publish_videos(images: Sequence[Image.Image], infotexts: Sequence[str], seed
 
 
 
+def report(processed: Any, out: Published | None, notes: Sequence[str], original_prompt: str | None) -> None:
+    """Hand the published videos (``out``; None when publishing failed: the frames stay) and the notes to the
+    host's result ``processed`` (A1111's ``Processed``, duck-typed). Its ``extra_generation_params`` is replaced
+    by a copy: it is the request's own dict, which the X/Y/Z plot's copies of one request share, so one cell's
+    files and notes must not reach the next cell's infotext."""
+    params = dict(processed.extra_generation_params)
+    if out is not None:
+        processed.images, processed.infotexts, processed.index_of_first_image = out.images, out.infotexts, 0
+        processed.prompt = original_prompt or processed.prompt
+        params["AnimateDiff files"] = tuple(out.files)  # a list: one entry per image
+        if out.uploaded:
+            params["AnimateDiff upload"] = tuple(out.uploaded)
+        notes = [*notes, *out.notes]
+    if notes:
+        params["AnimateDiff notes"] = tuple(notes)
+        processed.comments = (processed.comments or "") + "".join(f"{note}\n" for note in notes)
+    processed.extra_generation_params = params
+
+
 def video_job(frames: int, params: AnimateDiffParams, out_dir: Path, get: Get, *, ping_pong: bool = False,
               original_prompt: str | None = None, source_fps: Fraction | None = None,
               audio: Path | None = None, host: InterpHost | None = None) -> VideoJob:

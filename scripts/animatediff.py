@@ -29,9 +29,9 @@ from motion_module.injection import level_channels
 from motion_module.latent_init import img2gif_latents
 from motion_module.model_files import list_motion_modules, model_root
 from motion_module.param_fields import FIELDS, XYZ_ATTRIBUTE
-from motion_module.params import AnimateDiffParams, from_script_args
+from motion_module.params import AnimateDiffParams, from_script_args, selectable_script_runs
 from motion_module.patch import Host, HostPatch, animatediff_patch
-from motion_module.publish import InterpHost, publish_videos, video_job
+from motion_module.publish import InterpHost, publish_videos, report, video_job
 from motion_module.request_guard import drop_copied_guard, guard
 from motion_module.run import HostState, RunPlan, check_host, prepare_request
 
@@ -271,28 +271,20 @@ class AnimateDiffScript(scripts.Script):
         run: Run | None = getattr(p, STATE_ATTR, None)
         if run is None or not nesting.REQUESTS.end(p) or run.plan is None or run.error is not None:
             return  # end(p) False: a copy of the request (ADetailer hands one to every script) or an inner p
-        start = processed.index_of_first_image
+        start, out = processed.index_of_first_image, None
         try:
             out_dir = Path(p.outpath_samples) / "AnimateDiff" / datetime.date.today().isoformat()
             job = video_job(run.plan.frames, run.params, out_dir, opt, ping_pong=run.plan.ping_pong,
                             original_prompt=run.original_prompt, source_fps=run.v2v.source_fps, audio=run.v2v.audio,
                             host=InterpHost(devices.device, models_root(), Path(paths.models_path), lambda done, total:
                                             vars(shared.state).update(sampling_step=done, sampling_steps=total)))
+            api = bool(getattr(p, "is_api", False)) and not selectable_script_runs(p.script_args)  # X/Y/Z: images
             out = publish_videos(processed.images[start:], processed.infotexts[start:], processed.all_seeds,
-                                 p.all_prompts, job, for_api=bool(getattr(p, "is_api", False)))
+                                 p.all_prompts, job, for_api=api)
         except Exception as error:  # the frames stay as they are; the failure is reported
             logger.exception("AnimateDiff: making the videos failed")
             run.notes.append(f"AnimateDiff: making the videos failed: {error}")
-        else:
-            processed.images, processed.infotexts, processed.index_of_first_image = out.images, out.infotexts, 0
-            processed.prompt = run.original_prompt or processed.prompt
-            processed.extra_generation_params["AnimateDiff files"] = tuple(out.files)  # a list: per image
-            if out.uploaded:
-                processed.extra_generation_params["AnimateDiff upload"] = tuple(out.uploaded)
-            run.notes += out.notes
-        if run.notes:
-            processed.extra_generation_params["AnimateDiff notes"] = tuple(run.notes)
-            processed.comments = (processed.comments or "") + "".join(f"{note}\n" for note in run.notes)
+        report(processed, out, run.notes, run.original_prompt)
 
 
 script_callbacks.on_cfg_denoiser(on_cfg_denoiser)

@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 
 from motion_module.param_fields import OutputFormat
-from motion_module.publish import VideoJob, publish_videos, video_count, video_infotext
+from motion_module.params import selectable_script_runs
+from motion_module.publish import VideoJob, publish_videos, report, video_count, video_infotext
 from motion_module.upload import S3Options
 from motion_module.video_encoders import EncodeOptions
 from tests.test_s3 import options, server  # noqa: F401 - the moto server fixture
@@ -122,3 +123,32 @@ def test_mp4_and_webm_carry_the_sources_audio_trimmed_to_the_clip(tmp_path: Path
                    audio=tmp_path / "missing.m4a")
     kept = publish_videos(frames(4), ["i"] * 4, [1] * 4, ["p"] * 4, bad, for_api=True)
     assert len(kept.images) == 1 and "adding the source's audio to the MP4" in kept.notes[0]
+
+
+class Result:
+    """The fields of A1111's ``Processed`` that :func:`report` writes; ``params`` is the request's own dict."""
+
+    def __init__(self, params: dict[str, object]) -> None:
+        self.images, self.infotexts, self.index_of_first_image = ["a", "b"], ["ia", "ib"], 1
+        self.prompt, self.comments, self.extra_generation_params = "shown", "", params
+
+
+def test_report_hands_over_videos_and_notes_without_touching_the_requests_own_params(tmp_path: Path) -> None:
+    shared = {"Model": "tiny"}  # the X/Y/Z plot's cells are copies of one request: they share this dict
+    out = publish_videos(frames(4), ["p, Seed: 1"] * 4, [1] * 4, ["p"] * 4, job(tmp_path), for_api=True)
+    first = Result(shared)
+    report(first, out, ["a note"], "0: travel")
+    assert first.images == out.images and first.index_of_first_image == 0 and first.prompt == "0: travel"
+    assert first.extra_generation_params["AnimateDiff files"] == tuple(out.files)
+    assert first.extra_generation_params["AnimateDiff notes"] == ("a note",) and first.comments == "a note\n"
+    assert shared == {"Model": "tiny"}  # the next cell starts from the request's params, not the last cell's
+    failed = Result(shared)
+    report(failed, None, ["making the videos failed"], None)  # the frames stay
+    assert failed.images == ["a", "b"] and failed.index_of_first_image == 1 and failed.prompt == "shown"
+    assert "AnimateDiff files" not in failed.extra_generation_params and shared == {"Model": "tiny"}
+
+
+@pytest.mark.parametrize(("script_args", "runs"), [((0, True), False), ((), False), (None, False),
+                                                   ((3, "x"), True), ((True, 1), False)])
+def test_a_selectable_script_is_seen_from_the_first_script_argument(script_args: tuple | None, runs: bool) -> None:
+    assert selectable_script_runs(script_args) is runs

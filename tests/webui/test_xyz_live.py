@@ -17,9 +17,9 @@ from .client import WebUIClient, ad_payload, infotexts, png_bytes
 
 XYZ = "x/y/z plot"
 MOTION_SCALE = "[AnimateDiff] Motion scale"
-# PNG only: the frames come back as images, which the X/Y/Z grid is drawn from (with a video format the API gets
-# base64 videos in their place, and the X/Y/Z script fails on them with HTTP 500)
-AD = {"format": ["PNG"], "video_length": 4, "batch_size": 4}
+# a video format: inside the X/Y/Z script the frames stay images (its grid is drawn from them), videos go to disk
+AD = {"format": ["GIF"], "video_length": 4, "batch_size": 4}
+FRAMES = {**AD, "format": ["PNG"]}  # a plain request's frames, to compare the cells with
 
 
 def _axis_labels(api: WebUIClient, img2img: bool) -> list[str]:
@@ -58,8 +58,11 @@ def test_xyz_plot_over_motion_scale_gives_each_cell_its_value(api: WebUIClient) 
     texts = infotexts(response)
     assert f"X Type: {MOTION_SCALE}" in texts[0], texts[0]
     assert [re.findall(r"motion_scale: ([0-9.]+)", text) for text in texts[1:]] == [["0"], ["0.5"]], texts[1:]
+    assert not any("AnimateDiff files" in text for text in texts), texts  # no cell's files in another's infotext
+    files = json.loads(response["info"])["extra_generation_params"]["AnimateDiff files"]  # X/Y/Z: the 1st cell's
+    assert len(files) == 1 and files[0].endswith(".gif"), files  # the cells' videos were written
     for scale, cell in ((0, still), (0.5, half)):  # each cell is the first frame of that plain request
-        direct = png_bytes(api.post("/sdapi/v1/txt2img", ad_payload({**AD, "motion_scale": scale})))
+        direct = png_bytes(api.post("/sdapi/v1/txt2img", ad_payload({**FRAMES, "motion_scale": scale})))
         assert len(direct) == 4
         assert np.array_equal(_pixels(direct[0]), cell), scale
     assert json.loads(response["info"])["seed"] == 7
