@@ -1,4 +1,5 @@
-"""Start, wait for and stop an A1111 WebUI (API only, CPU, 127.0.0.1) for the live-WebUI test tier.
+"""Start, wait for and stop an A1111 WebUI (API only, or with its UI for tests/webui/ui; CPU, 127.0.0.1) for the
+live-WebUI test tier.
 
 The WebUI runs in its own Python (its virtualenv: it pins old numpy/pillow/transformers), in a new
 process group, with ``--data-dir`` set to a scratch folder: its config.json, outputs, cache and
