@@ -342,7 +342,8 @@ FIELDS: tuple[FieldSpec, ...] = (
        "API: appended to output file names as -<id>; empty = none.", api_only=True,
        group="api", xyz=False),
     _f("keep_audio", "bool", True, "Keep the source's audio",
-       "MP4/WEBM outputs carry the video source's audio track, trimmed to the clip.",
+       "MP4/WEBM outputs carry the video source's audio track, trimmed to the clip, when the video plays at "
+       "the source's rate (FPS 0 or that rate); at another FPS the audio is left out with a note.",
        infotext_key="keep_audio", group="controlnet", xyz=False),
     _f("window_mode", "choice", WindowMode.UNET, "Window mode",
        "unet: the whole UNet runs per context window (memory bounded by the context length). motion_module: "

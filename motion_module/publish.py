@@ -33,7 +33,7 @@ from .settings import Get, encode_options, interp_batch, interp_folder, s3_optio
 from .upload import S3Options, upload_s3
 from .video_encoders import EncodeOptions
 from .video_files import ping_pong, save_video
-from .video_input import mux_audio, output_fps
+from .video_input import format_rate, mux_audio, output_fps
 
 logger = logging.getLogger("animatediff")
 SHOWN_IN_GALLERY = (".gif", ".webp")  # WebUI's gallery plays these; MP4/WEBM it cannot
@@ -54,6 +54,7 @@ class VideoJob:
     s3: S3Options | None = None
     audio: Path | None = None  # a video whose audio MP4/WEBM outputs carry, trimmed to the clip
     interp: Interpolation | None = None  # frame interpolation of every video, or None
+    notes: tuple[str, ...] = ()  # what the request should say once (e.g. why the source's audio was left out)
 
 
 @dataclass
@@ -159,7 +160,7 @@ def publish_videos(images: Sequence[Image.Image], infotexts: Sequence[str], seed
     as base64 strings, else as previews (GIF/WEBP). The frames themselves come back when the
     ``Frame`` format is asked for, or when no video could be shown for them.
     """
-    out = Published()
+    out = Published(notes=list(job.notes))
     for video in range(video_count(len(images), len(seeds), job.frames)):
         first = video * job.frames
         frames = list(images[first:first + job.frames])
@@ -168,8 +169,6 @@ def publish_videos(images: Sequence[Image.Image], infotexts: Sequence[str], seed
             frames = ping_pong(frames)
         _one_video(frames, info, int(seeds[first]), job, for_api, out)
     return out
-
-
 
 
 def report(processed: Any, out: Published | None, notes: Sequence[str], original_prompt: str | None) -> None:
@@ -191,20 +190,46 @@ def report(processed: Any, out: Published | None, notes: Sequence[str], original
     processed.extra_generation_params = params
 
 
+def audio_mismatch(fps: Fraction | float, source_fps: Fraction | None, interp: Interpolation | None) -> str | None:
+    """Why the video source's audio would not match the picture, or None when it plays at the source's speed.
+
+    The audio matches when source frame i plays at the time it had in the source: ``fps`` (after
+    ``output_fps``) is the source's exact rate (an unknown source rate is trusted), and interpolation, if any,
+    keeps the duration (its rate is ``fps`` * X).
+    """
+    if source_fps is not None and Fraction(fps) != source_fps:
+        return (f"AnimateDiff: the video source's audio was left out: the video plays at {format_rate(fps)} fps "
+                f"and the source at {format_rate(source_fps)} fps, so its sound would not match the picture; "
+                f"set FPS to 0 (the source's rate) or {format_rate(source_fps)} to keep it")
+    if interp is not None:
+        keeps = Fraction(fps).limit_denominator(100_000) * interp.factor
+        if Fraction(interp.fps).limit_denominator(100_000) != keeps:
+            return (f"AnimateDiff: the video source's audio was left out: the interpolated video plays at "
+                    f"{format_rate(interp.fps)} fps, not FPS x {interp.factor} = {format_rate(keeps)}, so its "
+                    "sound would not match the picture; set Interpolated FPS to 0 to keep it")
+    return None
+
+
 def video_job(frames: int, params: AnimateDiffParams, out_dir: Path, get: Get, *, ping_pong: bool = False,
               original_prompt: str | None = None, source_fps: Fraction | None = None,
               audio: Path | None = None, host: InterpHost | None = None) -> VideoJob:
     """The job for a request's ``params`` with the encoder, upload and interpolation settings read through ``get``.
 
-    ``fps`` 0 plays at ``source_fps`` (the video source's exact rate) or 8; ``audio``: see ``VideoJob``;
-    ``host``: the device, folders and progress callback frame interpolation uses.
+    ``fps`` 0 plays at ``source_fps`` (the video source's exact rate) or 8; ``audio``: see ``VideoJob``, left out
+    with a note when the video would not play at the source's speed (``audio_mismatch``); ``host``: the device,
+    folders and progress callback frame interpolation uses.
     """
     fps = output_fps(params.fps, source_fps)
     interp = interpolation_for(params, fps, ping_pong=ping_pong, weights_dir=interp_folder(get),
                                batch=interp_batch(get), host=host)
+    mismatch = audio_mismatch(fps, source_fps, interp) if audio is not None else None
+    if mismatch is not None:
+        logger.warning(mismatch)
     return VideoJob(frames=frames, formats=params.formats, out_dir=out_dir, ping_pong=ping_pong,
                     options=encode_options(get, fps=fps, loop=params.loop_number), original_prompt=original_prompt,
-                    request_id=params.request_id, s3=s3_options(get), audio=audio, interp=interp)
+                    request_id=params.request_id, s3=s3_options(get), audio=None if mismatch else audio,
+                    interp=interp, notes=(mismatch,) if mismatch else ())
 
 
-__all__ = ["InterpHost", "Published", "VideoJob", "publish_videos", "video_count", "video_infotext", "video_job"]
+__all__ = ["InterpHost", "Published", "VideoJob", "audio_mismatch", "publish_videos", "video_count", "video_infotext",
+           "video_job"]

@@ -7,12 +7,17 @@ order of ``param_fields.FIELDS`` (the positional API order), whatever the groupi
 
 from __future__ import annotations
 
+import html
+import os
+import re
 from dataclasses import dataclass
 from typing import Any
 
+from .errors import AnimateDiffError
 from .model_files import default_motion_module
 from .param_fields import FIELDS, FieldSpec
 from .settings import Setting
+from .video_input import format_rate, video_summary
 
 GROUP_TITLES = {"context": "Context windows", "freeinit": "FreeInit", "img2img": "Image to video",
                 "controlnet": "Video input (for ControlNet)", "interp": "Frame interpolation"}
@@ -78,6 +83,42 @@ def control(spec: FieldSpec, is_img2img: bool, elem_id: str, models: list[str] |
     return "Textbox", {"value": value, **common}
 
 
+# ----- the panel reading an uploaded video source ------------------------------------------------------------
+_PANEL_ELEM = re.compile(r"^script_(txt2img|img2img)_animatediff_(\w+)$")  # Script.elem_id(name) of our panel
+VIDEO_INFO_SUFFIX = "_info"  # the display under the video source: its elem_id is the video's + this
+
+
+def panel_element(elem_id: str | None) -> tuple[str, str] | None:
+    """(tab, field name) of one of the panel's controls from its elem_id ("script_txt2img_animatediff_fps" ->
+    ("txt2img", "fps")), or None for any other component."""
+    match = _PANEL_ELEM.match(elem_id or "")
+    return None if match is None else (match.group(1), match.group(2))
+
+
+def video_info_control(video_elem_id: str) -> tuple[str, dict[str, Any]]:
+    """The display right under the video source (frames, rate, sound of the uploaded video): empty until then."""
+    return "HTML", {"value": "", "elem_id": video_elem_id + VIDEO_INFO_SUFFIX,
+                    "elem_classes": ["animatediff-hint", "animatediff-video-info"]}
+
+
+def video_source_panel(path: str | os.PathLike[str] | None) -> tuple[float | None, str]:
+    """What the panel does when a video source is uploaded (or cleared): the FPS to set (the video's exact rate
+    as a float, which ``output_fps`` reads back as that exact rate; None leaves FPS as it is) and the HTML of
+    the display under it: the frame count, the rate (exact: "29.97 (30000/1001)") and the sound."""
+    if not path:
+        return None, ""
+    try:
+        found = video_summary(path)
+    except AnimateDiffError as error:
+        return None, f"<span>Cannot read this video: {html.escape(str(error))}</span>"
+    sound = "with audio (kept in MP4/WEBM at this FPS)" if found.has_audio else "no audio"
+    if found.fps is None:
+        text = f"{found.frames} frames, {found.size[0]}x{found.size[1]}, no frame rate given (FPS left as is), {sound}"
+        return None, f"<span>Video source: {html.escape(text)}</span>"
+    text = f"{found.frames} frames at {format_rate(found.fps)} fps, {found.size[0]}x{found.size[1]}, {sound}"
+    return float(found.fps), f"<span>Video source: {html.escape(text)}; FPS set to its rate</span>"
+
+
 def setting_control(setting: Setting) -> tuple[str | None, dict[str, Any] | None]:
     """The settings page's component for ``setting`` (None: WebUI's default for the value's type)."""
     controls: dict[str, tuple[str | None, dict[str, Any] | None]] = {
@@ -89,4 +130,5 @@ def setting_control(setting: Setting) -> tuple[str | None, dict[str, Any] | None
     return controls.get(setting.kind, (None, None))
 
 
-__all__ = ["GROUP_TITLES", "Group", "control", "groups", "setting_control"]
+__all__ = ["GROUP_TITLES", "VIDEO_INFO_SUFFIX", "Group", "control", "groups", "panel_element", "setting_control",
+           "video_info_control", "video_source_panel"]

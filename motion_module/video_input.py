@@ -176,6 +176,47 @@ def _probe_text(source: Path) -> str:
     return proc.stderr.decode("utf-8", "replace")
 
 
+@dataclass(frozen=True)
+class VideoSummary:
+    """What the panel shows for an uploaded video: its exact rate (``None`` when the file gives none), the
+    number of frames a video source decodes to (every frame, as ``read_video_frames`` reads them), whether
+    it has sound, and its (width, height)."""
+
+    fps: Fraction | None
+    frames: int
+    has_audio: bool
+    size: tuple[int, int]
+
+
+def count_frames(path: str | os.PathLike[str]) -> int:
+    """How many frames ``read_video_frames`` gives for the video: its first video stream decoded to nothing,
+    with the same stream choice and frame-rate mode (every frame, none dropped or repeated)."""
+    source = _check_file(Path(path), "video file")
+    exe = ffmpeg_exe()
+    cmd = [exe, "-hide_banner", "-nostdin", "-loglevel", "error", "-i", str(source), "-map", "0:V:0",
+           *_passthrough_args(exe), "-f", "null", "-progress", "pipe:1", "-nostats", "-"]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, stdin=subprocess.DEVNULL, check=False,
+                              timeout=_PROBE_TIMEOUT_S * 10)
+    except subprocess.TimeoutExpired as exc:
+        raise InputError(f"ffmpeg took too long to count the frames of {source}.") from exc
+    if proc.returncode != 0:
+        _decode_failed(source, proc.returncode, proc.stderr)
+    counts = re.findall(rb"^frame=(\d+)\s*$", proc.stdout, re.MULTILINE)
+    if not counts:
+        raise InputError(f"ffmpeg did not report the frames of {source}; re-export the video as MP4 (H.264).")
+    return int(counts[-1])
+
+
+def video_summary(path: str | os.PathLike[str]) -> VideoSummary:
+    """The exact frame rate and frame count of a video file (and its sound and size), without keeping frames.
+
+    Raises ``InputError`` for a missing file, a folder, a file ffmpeg cannot read or one without video.
+    """
+    info = probe_video(path)
+    return VideoSummary(info.fps, count_frames(info.path), info.has_audio, info.size)
+
+
 # --------------------------------------------------------------------------------- decoding
 @functools.lru_cache(maxsize=4)
 def _passthrough_args(exe: str) -> tuple[str, ...]:
@@ -340,11 +381,29 @@ def read_inpaint_folder(path: str | os.PathLike[str]) -> list[tuple[Path, Path]]
 
 
 # --------------------------------------------------------------------------------- length
+RATE_TOLERANCE = Fraction(1, 200)  # a requested rate this close to the source's is the source's (29.97 ~ 30000/1001)
+
+
 def output_fps(requested: float, source: Fraction | None, default: float = 8.0) -> Fraction | float:
-    """The playback rate: ``requested`` when above 0, else the source video's exact rate, else ``default``."""
+    """The playback rate: ``requested`` when above 0, else the source video's exact rate, else ``default``.
+
+    A requested rate that equals the source's to the hundredth (less than 0.005 apart: 29.97 or the panel's
+    29.97002997... for 30000/1001) is the source's exact rate, so the video and its audio play at its speed.
+    """
     if requested > 0:
+        if source is not None and abs(Fraction(requested) - source) < RATE_TOLERANCE:
+            return source
         return requested
     return source if source is not None else default
+
+
+def format_rate(rate: Fraction | float) -> str:
+    """A frame rate for people: "12", "12.5", or "29.97 (30000/1001)" for a rate with no short decimal."""
+    exact = Fraction(rate).limit_denominator(100_000)
+    if exact.denominator == 1:
+        return str(exact.numerator)
+    shown = f"{float(exact):.2f}".rstrip("0").rstrip(".")
+    return shown if Fraction(shown) == exact else f"{shown} ({exact.numerator}/{exact.denominator})"
 
 
 def resolve_video_length(requested: int, sources: Mapping[str, int]) -> int:

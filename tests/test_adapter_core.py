@@ -212,3 +212,40 @@ def test_modules_loaded_without_the_cache_are_fresh_and_the_cache_is_emptied(tmp
     fresh = loading.load_for_unet(path, "sd15", channels, cached=False)
     assert fresh is not cached and loading.load_for_unet(path, "sd15", channels) is not cached  # emptied
     assert settings.DEFAULTS["animatediff_keep_models"] is True
+
+
+def test_the_panel_finds_its_controls_by_elem_id_fps_before_the_video():
+    assert ui_spec.panel_element("script_txt2img_animatediff_fps") == ("txt2img", "fps")
+    assert ui_spec.panel_element("script_img2img_animatediff_video_source") == ("img2img", "video_source")
+    for other in ("script_txt2img_controlnet_fps", "txt2img_animatediff_fps", None, ""):
+        assert ui_spec.panel_element(other) is None
+    kind, kwargs = ui_spec.video_info_control("script_txt2img_animatediff_video_source")
+    assert kind == "HTML" and kwargs["value"] == "" and "animatediff-hint" in kwargs["elem_classes"]
+    assert kwargs["elem_id"] == "script_txt2img_animatediff_video_source_info"
+    for is_img2img in (False, True):  # the video's handler names FPS, so FPS is built first on both tabs
+        built = [s.name for g in ui_spec.groups(is_img2img) for s in g.shown]
+        assert built.index("fps") < built.index("video_source")
+        video = next(s for s in FIELDS if s.name == "video_source")
+        assert ui_spec.control(video, is_img2img, "v")[0] == "Video"
+
+
+def test_an_uploaded_video_sets_fps_to_its_exact_rate_and_shows_its_frames(tmp_path: Path):
+    from fractions import Fraction
+
+    from motion_module.video_input import output_fps
+    from tests.test_video_input import make
+
+    clip, ntsc = tmp_path / "clip.mp4", tmp_path / "ntsc.mp4"
+    make("-f", "lavfi", "-i", "color=c=red:s=64x48:r=12", "-f", "lavfi", "-i", "sine=f=440:duration=2",
+         "-frames:v", "18", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", str(clip))
+    make("-f", "lavfi", "-i", "color=c=blue:s=32x32:r=30000/1001", "-frames:v", "7", "-c:v", "libx264",
+         "-pix_fmt", "yuv420p", str(ntsc))
+    fps, text = ui_spec.video_source_panel(str(clip))
+    assert fps == 12.0 and "18 frames at 12 fps, 64x48, with audio" in text and "FPS set to its rate" in text
+    fps, text = ui_spec.video_source_panel(str(ntsc))
+    assert fps == 30000 / 1001 and "7 frames at 29.97 (30000/1001) fps" in text and "no audio" in text
+    assert output_fps(fps, Fraction(30000, 1001)) == Fraction(30000, 1001)  # the float reads back exactly
+    assert ui_spec.video_source_panel(None) == (None, "") and ui_spec.video_source_panel("") == (None, "")
+    (tmp_path / "x<y>.mp4").write_text("not a video")
+    fps, text = ui_spec.video_source_panel(str(tmp_path / "x<y>.mp4"))
+    assert fps is None and text.startswith("<span>Cannot read this video: ") and "x&lt;y&gt;.mp4" in text

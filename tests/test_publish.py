@@ -5,18 +5,22 @@ from __future__ import annotations
 
 import base64
 import io
+from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from motion_module.param_fields import OutputFormat
-from motion_module.params import selectable_script_runs
-from motion_module.publish import VideoJob, publish_videos, report, video_count, video_infotext
+from motion_module.param_fields import FrameInterpolation, OutputFormat
+from motion_module.params import AnimateDiffParams, selectable_script_runs
+from motion_module.publish import VideoJob, publish_videos, report, video_count, video_infotext, video_job
 from motion_module.upload import S3Options
 from motion_module.video_encoders import EncodeOptions
+from motion_module.video_input import probe_video
 from tests.test_s3 import options, server  # noqa: F401 - the moto server fixture
+from tests.test_video_input import make
 
 F = OutputFormat
 
@@ -152,3 +156,63 @@ def test_report_hands_over_videos_and_notes_without_touching_the_requests_own_pa
                                                    ((3, "x"), True), ((True, 1), False)])
 def test_a_selectable_script_is_seen_from_the_first_script_argument(script_args: tuple | None, runs: bool) -> None:
     assert selectable_script_runs(script_args) is runs
+
+
+# --------------------------------------------------------------------------------- the source's audio and FPS
+NTSC = Fraction(30000, 1001)
+
+
+def _audio_job(tmp_path: Path, fps: float, source_fps: Fraction | None, **params: Any) -> VideoJob:
+    source = tmp_path / "source.m4a"
+    if not source.exists():
+        make("-f", "lavfi", "-i", "sine=f=440:duration=3", "-c:a", "aac", str(source))
+    return video_job(4, AnimateDiffParams(enable=True, fps=fps, formats=("MP4",), **params), tmp_path / "out",
+                     lambda key, default: default, source_fps=source_fps, audio=source)
+
+
+@pytest.mark.parametrize(("fps", "source_fps", "plays_at"), [
+    (0, Fraction(12), Fraction(12)), (12.0, Fraction(12), Fraction(12)), (0, NTSC, NTSC), (29.97, NTSC, NTSC),
+    (float(NTSC), NTSC, NTSC), (8, None, Fraction(8)),  # an unknown source rate: the audio is trusted
+])
+def test_audio_is_kept_when_the_video_plays_at_the_sources_speed(tmp_path: Path, fps: float,
+                                                                 source_fps: Fraction | None,
+                                                                 plays_at: Fraction) -> None:
+    job = _audio_job(tmp_path, fps, source_fps)
+    assert job.audio is not None and job.notes == ()
+    assert job.options.fps == plays_at  # 29.97 (the panel's float) for 30000/1001 plays at exactly that rate
+
+
+@pytest.mark.parametrize(("fps", "source_fps", "says"), [
+    (8, Fraction(12), "the video plays at 8 fps and the source at 12 fps"),  # the API's default FPS, a 12 fps source
+    (30, NTSC, "the video plays at 30 fps and the source at 29.97 (30000/1001) fps"),
+    (24, Fraction(25, 2), "set FPS to 0 (the source's rate) or 12.5 to keep it"),
+])
+def test_audio_is_left_out_with_a_note_at_another_speed(tmp_path: Path, fps: float, source_fps: Fraction,
+                                                        says: str) -> None:
+    job = _audio_job(tmp_path, fps, source_fps)
+    assert job.audio is None and len(job.notes) == 1
+    assert job.notes[0].startswith("AnimateDiff: the video source's audio was left out: ") and says in job.notes[0]
+    assert job.options.fps == fps  # the requested FPS is played as asked
+
+
+def test_interpolation_keeps_the_audio_only_when_it_keeps_the_duration(tmp_path: Path) -> None:
+    rife = {"interp": FrameInterpolation.RIFE, "interp_x": 2}
+    assert _audio_job(tmp_path, 0, Fraction(12), **rife).audio is not None  # 24 fps: the same duration
+    assert _audio_job(tmp_path, 0, Fraction(12), interp_fps=24, **rife).audio is not None
+    off = _audio_job(tmp_path, 0, Fraction(12), interp_fps=30, **rife)
+    assert off.audio is None and "plays at 30 fps, not FPS x 2 = 24" in off.notes[0]
+
+
+def test_the_published_video_has_sound_only_in_sync(tmp_path: Path) -> None:
+    from tests.test_video_input import audio_seconds
+
+    slow = publish_videos(frames(4), ["i"] * 4, [1] * 4, ["p"] * 4, _audio_job(tmp_path, 8, Fraction(12)),
+                          for_api=False)
+    mp4 = next(Path(f) for f in slow.files if f.endswith(".mp4"))
+    assert not probe_video(mp4).has_audio and probe_video(mp4).fps == 8
+    assert len(slow.notes) == 1 and "audio was left out" in slow.notes[0]
+    synced = publish_videos(frames(4), ["i"] * 4, [2] * 4, ["p"] * 4, _audio_job(tmp_path, 0, Fraction(12)),
+                            for_api=False)
+    mp4 = next(Path(f) for f in synced.files if f.endswith(".mp4"))
+    assert not synced.notes and probe_video(mp4).fps == 12
+    assert 0 < audio_seconds(mp4) <= Fraction(4, 12) + Fraction(1, 100)

@@ -22,15 +22,19 @@ from motion_module import video_encoders as encoders
 from motion_module.errors import InputError, OutputError, ParameterError
 from motion_module.video_input import (
     _passthrough_args,
+    count_frames,
     exact_frame_rate,
     extract_frames,
+    format_rate,
     materialize_video_source,
     mux_audio,
+    output_fps,
     probe_video,
     read_frame_folder,
     read_inpaint_folder,
     read_video_frames,
     resolve_video_length,
+    video_summary,
 )
 from motion_module.video_metadata import ffmpeg_exe
 
@@ -329,3 +333,43 @@ def test_fraction_fps_survives_into_mp4_and_webm(media: dict[str, Path], tmp_pat
     assert probe_video(tmp_path / "v.webm").fps == NTSC and len(read_video_frames(tmp_path / "v.webm")) == 15
     encoders.WRITERS["MP4"](frames, tmp_path / "f.mp4", "", encoders.EncodeOptions(fps=29.97))
     assert "30k tbn" not in _stream_line(tmp_path / "f.mp4", "Video")  # a float is 2997/100, not NTSC
+
+
+# --------------------------------------------------------------------------------- what the panel reads
+@pytest.mark.parametrize(("name", "fps", "frames", "audio", "size"), [
+    ("sound.mp4", Fraction(12), 24, True, (64, 64)), ("ntsc.mp4", NTSC, 15, False, (64, 48)),
+    ("vfr.mkv", None, 25, False, (32, 32)), ("vfr.mp4", None, 25, False, (32, 32)),
+])
+def test_video_summary_gives_the_exact_rate_and_every_frame(media: dict[str, Path], name: str,
+                                                            fps: Fraction | None, frames: int, audio: bool,
+                                                            size: tuple[int, int]) -> None:
+    found = video_summary(media[name])
+    if fps is not None:
+        assert found.fps == fps and isinstance(found.fps, Fraction)
+    assert found.fps == probe_video(media[name]).fps  # VFR files: whatever average ffmpeg states
+    assert (found.frames, found.has_audio, found.size) == (frames, audio, size)
+    assert count_frames(media[name]) == len(read_video_frames(media[name]))  # what a video source decodes to
+
+
+def test_video_summary_errors(media: dict[str, Path], tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="does not exist"):
+        video_summary(tmp_path / "missing.mp4")
+    with pytest.raises(InputError, match="no video stream"):
+        video_summary(media["tone.m4a"])
+    (tmp_path / "text.mp4").write_text("not a video")
+    with pytest.raises(InputError, match="not a video file"):
+        video_summary(tmp_path / "text.mp4")
+
+
+def test_output_fps_snaps_a_rate_within_a_hundredth_to_the_sources() -> None:
+    assert output_fps(29.97, NTSC) == NTSC and output_fps(float(NTSC), NTSC) == NTSC
+    assert output_fps(12.004, Fraction(12)) == Fraction(12)
+    assert output_fps(30, NTSC) == 30 and output_fps(29.96, NTSC) == 29.96 and output_fps(8, Fraction(12)) == 8
+    assert output_fps(29.97, None) == 29.97 and output_fps(0, None) == 8.0
+
+
+@pytest.mark.parametrize(("rate", "text"), [(Fraction(12), "12"), (8.0, "8"), (Fraction(25, 2), "12.5"),
+                                            (NTSC, "29.97 (30000/1001)"), (float(NTSC), "29.97 (30000/1001)"),
+                                            (Fraction(1000, 7), "142.86 (1000/7)")])
+def test_format_rate(rate: Fraction | float, text: str) -> None:
+    assert format_rate(rate) == text

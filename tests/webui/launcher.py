@@ -1,4 +1,5 @@
-"""Start, wait for and stop an A1111 WebUI (API only, CPU, 127.0.0.1) for the live-WebUI test tier.
+"""Start, wait for and stop an A1111 WebUI (API only, or with its UI for tests/webui/ui; CPU, 127.0.0.1) for the
+live-WebUI test tier.
 
 The WebUI runs in its own Python (its virtualenv: it pins old numpy/pillow/transformers), in a new
 process group, with ``--data-dir`` set to a scratch folder: its config.json, outputs, cache and
@@ -113,10 +114,18 @@ def webui_version(webui_dir: Path) -> str:
 
 
 def launch_command(python: Path, checkpoint: Path, data_dir: Path, port: int,
-                   extra_args: Sequence[str] = ()) -> list[str]:
-    """The ``launch.py`` command line (run it with the WebUI folder as working directory)."""
-    return [str(python), "launch.py", *LAUNCH_FLAGS, "--server-name", "127.0.0.1", "--port", str(port),
+                   extra_args: Sequence[str] = (), *, ui: bool = False) -> list[str]:
+    """The ``launch.py`` command line (run it with the WebUI folder as working directory); ``ui``: with the
+    WebUI's pages too (no ``--nowebui``), for the browser tests (tests/webui/ui)."""
+    flags = [flag for flag in LAUNCH_FLAGS if not (ui and flag == "--nowebui")]
+    return [str(python), "launch.py", *flags, "--server-name", "127.0.0.1", "--port", str(port),
             "--ckpt", str(checkpoint), "--data-dir", str(data_dir), *extra_args]
+
+
+def hidden_part(path: Path) -> str | None:
+    """The first folder or file name of ``path`` (made absolute) that starts with a dot, or None. Gradio 3.41
+    answers 403 for any file under such a folder: a WebUI or data dir there serves a page without its scripts."""
+    return next((part for part in path.absolute().parts if part.startswith(".")), None)
 
 
 @dataclass

@@ -99,6 +99,28 @@ def test_video_source_path_sets_length_rate_and_audio(api: WebUIClient, cn_model
     assert "video_length: 10" in infotext and "fps: 0" in infotext
 
 
+def _notes(response: dict[str, Any]) -> list[str]:
+    return list(json.loads(response["info"])["extra_generation_params"].get("AnimateDiff notes", []))
+
+
+def test_audio_is_kept_only_when_the_video_plays_at_the_sources_speed(api: WebUIClient, cn_model: str,
+                                                                       inputs: Path, tmp_path: Path) -> None:
+    """A 12 fps source with sound sent with the API's default FPS (8) plays slower than the source: its MP4 comes
+    without the audio and a note says why. FPS 12 or 0 plays at the source's speed and keeps the audio."""
+    video = make_video(inputs / "twelve.mp4", 8, rate="12")
+    slow = api.post("/sdapi/v1/txt2img", v2v({"video_source": str(video), "format": ["MP4"]}, unit(cn_model)))
+    info = probe(videos(slow)[0], tmp_path)
+    assert " 8 fps" in info and "Audio:" not in info, info
+    assert [n for n in _notes(slow) if "audio was left out" in n and "8 fps and the source at 12 fps" in n
+            and "set FPS to 0 (the source's rate) or 12" in n], _notes(slow)
+    for fps in (12, 0):
+        synced = api.post("/sdapi/v1/txt2img", v2v({"video_source": str(video), "format": ["MP4"], "fps": fps},
+                                                   unit(cn_model)))
+        info = probe(videos(synced)[0], tmp_path)
+        assert " 12 fps" in info and "Audio:" in info, info
+        assert not [n for n in _notes(synced) if "audio" in n], _notes(synced)
+
+
 def test_base64_video_source_and_frames_folder_and_unit_batch(api: WebUIClient, cn_model: str,
                                                               inputs: Path) -> None:
     video = make_video(inputs / "b64.mp4", 6, audio=False)
