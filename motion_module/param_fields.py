@@ -317,9 +317,9 @@ FIELDS: tuple[FieldSpec, ...] = (
        "img2img: optional image the video should end on.", img2img_only=True, group="img2img",
        xyz=False),
     _f("video_source", "path", None, "Video source",
-       "Video whose every frame (decoded frame-exactly) feeds the ControlNet units that have no input of their "
-       "own: a server path inside WebUI's data folder or Settings > AnimateDiff > input folders, or base64 "
-       "(API); the UI uploads one.",
+       "Video whose frames (decoded frame-exactly; every one unless the frame selection options pick some) feed "
+       "the ControlNet units that have no input of their own: a server path inside WebUI's data folder or "
+       "Settings > AnimateDiff > input folders, or base64 (API); the UI uploads one.",
        group="controlnet", xyz=False),
     _f("video_path", "path", None, "Video path",
        "Server-side folder of frame images (natural order, one size) for ControlNet units that have no input; "
