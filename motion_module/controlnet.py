@@ -5,7 +5,10 @@ single image (it controls all frames) or reads one image per frame from a folder
 the unit's own batch folder, the img2img Batch tab's input folder, AnimateDiff's ``video_source`` (a video,
 decoded frame-exactly into a folder), AnimateDiff's ``video_path`` (a folder of frames). Inpaint units read
 ``<folder>/image`` and ``<folder>/mask`` (or the folder and AnimateDiff's ``mask_path``). The video length
-is the requested one, or the shortest source when 0; a shorter source is an error naming it.
+is the requested one, or the shortest source when 0; a shorter source is an error naming it. AnimateDiff's
+frame selection (``frame_selection.py``: skip_first_frames, select_every_nth, frame_load_cap, force_rate)
+applies to ``video_source`` and ``video_path`` (and to the masks matched to their frames), not to a unit's own
+folder or the img2img Batch tab's folder.
 
 Slicing (during sampling, :class:`HintSlicer`): ControlNet keeps one hint tensor per unit with a row per
 frame (two copies of them when WebUI batches cond and uncond), at control resolution, on the CPU. Before
@@ -17,6 +20,7 @@ device; :meth:`HintSlicer.restore` puts the full tensors back. A control param i
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import shutil
 import tempfile
@@ -30,9 +34,12 @@ from typing import Any
 
 import torch
 
-from .errors import ParameterError, naming
+from .errors import AnimateDiffError, ParameterError, naming
+from .frame_selection import FrameSelection, cut_audio, read_selected_frames, select_items
+from .param_fields import OutputFormat
 from .params import AnimateDiffParams
 from .video_input import (
+    VideoFrames,
     materialize_video_source,
     read_frame_folder,
     read_inpaint_folder,
@@ -58,12 +65,17 @@ class UnitInput:
 @dataclass(frozen=True)
 class FrameSources:
     """AnimateDiff's own frame sources, in priority order after a unit's own: the img2img Batch tab's
-    folder, the decoded ``video_source`` folder, ``video_path``; ``mask_path`` for inpaint units."""
+    folder, the decoded ``video_source`` folder, ``video_path``; ``mask_path`` for inpaint units.
+
+    ``selection`` applies to the frames of ``video_path`` (and their masks); ``video_indices`` is the source
+    frame of each decoded ``video_source`` frame (already selected), which picks their masks from ``mask_path``."""
 
     i2i_batch_dir: Path | None = None
     video_frames_dir: Path | None = None
     video_path: Path | None = None
     mask_path: Path | None = None
+    selection: FrameSelection = FrameSelection()
+    video_indices: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -102,13 +114,22 @@ def _folder_for(unit: UnitInput, sources: FrameSources) -> _Found | None:
     return next(((folder, name, field) for folder, name, field in candidates if folder is not None), None)
 
 
-def _unit_frames(unit: UnitInput, found: _Found, mask_path: Path | None) -> UnitFrames:
+def _unit_frames(unit: UnitInput, found: _Found, sources: FrameSources) -> UnitFrames:
     folder, source, field = found
+    picks = sources.video_indices if source == "video_source" else None
     with naming(field):
-        return _read_unit_frames(unit, folder, source, mask_path)
+        frames = _read_unit_frames(unit, folder, source, sources.mask_path, picks)
+    if source != "video_path" or not sources.selection.active:
+        return frames
+    numbers = select_items(range(frames.count), sources.selection, f"video_path {folder}")
+    masks = None if frames.masks is None else tuple(frames.masks[i] for i in numbers)
+    return dataclasses.replace(frames, images=tuple(frames.images[i] for i in numbers), masks=masks)
 
 
-def _read_unit_frames(unit: UnitInput, folder: Path, source: str, mask_path: Path | None) -> UnitFrames:
+def _read_unit_frames(unit: UnitInput, folder: Path, source: str, mask_path: Path | None,
+                      mask_picks: tuple[int, ...] | None = None) -> UnitFrames:
+    """The unit's frames (and masks) of ``folder``; ``mask_picks``: the mask of each frame, by number (the
+    source frames a selection kept), else masks are matched to the frames by order."""
     if not unit.inpaint:
         return UnitFrames(unit.index, folder, tuple(read_frame_folder(folder)), None, source)
     if (folder / "image").is_dir() or mask_path is None:
@@ -118,10 +139,11 @@ def _read_unit_frames(unit: UnitInput, folder: Path, source: str, mask_path: Pat
     images = read_frame_folder(folder)
     with naming("mask_path"):
         masks = read_frame_folder(mask_path)
-    if len(masks) < len(images):
-        raise ParameterError("mask_path", f"{mask_path} has {len(masks)} masks for the {len(images)} frames of "
-                             f"ControlNet unit {unit.index} ({source}); give one mask per frame")
-    return UnitFrames(unit.index, folder, tuple(images), tuple(masks[:len(images)]), source)
+    numbers = list(mask_picks) if mask_picks is not None else list(range(len(images)))
+    if len(masks) <= max(numbers, default=-1):
+        raise ParameterError("mask_path", f"{mask_path} has {len(masks)} masks for the {max(numbers) + 1} "
+                             f"frames of ControlNet unit {unit.index} ({source}); give one mask per frame")
+    return UnitFrames(unit.index, folder, tuple(images), tuple(masks[i] for i in numbers), source)
 
 
 def plan_control_frames(units: Sequence[UnitInput], sources: FrameSources, requested: int) -> ControlPlan:
@@ -139,7 +161,7 @@ def plan_control_frames(units: Sequence[UnitInput], sources: FrameSources, reque
         if found is None:
             raise ParameterError("video_source", f"ControlNet unit {unit.index} has no input: give it an image or "
                                  "a batch folder, or give AnimateDiff a video source or a frames folder")
-        planned.append(_unit_frames(unit, found, sources.mask_path))
+        planned.append(_unit_frames(unit, found, sources))
     if not planned:
         return ControlPlan((), requested)
     counts = {f"ControlNet unit {u.index} ({u.source}: {u.image_dir})": u.count for u in planned}
@@ -205,7 +227,9 @@ def with_frames(unit: Any, frames: UnitFrames, video_length: int, work_dir: Path
 @dataclass(frozen=True)
 class VideoToVideo:
     """The outcome of :func:`prepare`: ControlNet's edited units by argument slot, the video length, and
-    the video source's exact rate and audio (None without a video source, or without audio)."""
+    the video source's exact rate and audio (None without a video source, or without audio). With a frame
+    selection ``source_fps`` is the rate the kept frames stand for (the source's rate or force_rate, divided
+    by select_every_nth) and ``audio`` begins at the first kept frame."""
 
     units: dict[int, Any]
     frames: int
@@ -235,25 +259,56 @@ def prepare(params: AnimateDiffParams, slots: Sequence[tuple[int, Any]], *, work
     work = functools.cache(work_dir)
     enabled = [(slot, unit, info) for number, (slot, unit) in enumerate(slots)
                if (info := unit_input(number, unit)) is not None]
+    selection = FrameSelection.of(params)
     video = None
     if params.video_source and any(not info.has_image or info.batch_dir for _, _, info in enabled):
-        with naming("video_source"):
-            source = materialize_video_source(params.video_source, work(), allowed_roots=allowed_roots)
-            video = read_video_frames(source, dest_dir=work() / "video", limit=params.video_length or None)
+        video = _decode_video_source(params, selection, work, allowed_roots)
     sources = FrameSources(i2i_batch_dir=i2i_batch_dir, video_frames_dir=None if video is None else work() / "video",
                            video_path=_checked_folder(params.video_path, "video_path", allowed_roots),
-                           mask_path=_checked_folder(params.mask_path, "mask_path", allowed_roots))
+                           mask_path=_checked_folder(params.mask_path, "mask_path", allowed_roots),
+                           selection=selection, video_indices=None if video is None else video.indices)
     plan = plan_control_frames([info for _, _, info in enabled], sources, params.video_length)
     counts = {"the img2img batch images": init_frames} if init_frames else {}
     frames = resolve_video_length(plan.frames, counts) if counts else plan.frames or params.frames
     by_index = {planned.index: planned for planned in plan.units}
     units = {slot: with_frames(unit, by_index[info.index], frames, work(), batch_mode)
              for slot, unit, info in enabled if info.index in by_index}
-    audio = video.source if video is not None and video.has_audio and params.keep_audio else None
+    audio, notes = _source_audio(params, video, work)
     unused = (params.video_source or params.video_path) and not enabled
-    notes = ("AnimateDiff: video_source / video_path feed ControlNet units that have no input; no ControlNet "
-             "unit is enabled, so they were not used",) if unused else ()
+    notes += ("AnimateDiff: video_source / video_path feed ControlNet units that have no input; no ControlNet "
+              "unit is enabled, so they were not used",) if unused else ()
+    if selection.active and not (params.video_source or params.video_path):
+        notes += (f"AnimateDiff: the frame selection ({selection.describe()}) applies to video_source and "
+                  "video_path; neither is given, so it was not used",)
     return VideoToVideo(units, frames, video.fps if video is not None else None, audio, notes)
+
+
+def _decode_video_source(params: AnimateDiffParams, selection: FrameSelection, work: Callable[[], Path],
+                         allowed_roots: Sequence[Path] | None) -> VideoFrames:
+    """``video_source`` decoded into ``work()/video``: every frame, or the frames ``selection`` keeps."""
+    limit = params.video_length or None
+    with naming("video_source"):
+        source = materialize_video_source(params.video_source or "", work(), allowed_roots=allowed_roots)
+        if selection.active:
+            return read_selected_frames(source, work() / "video", selection, limit=limit)
+        return read_video_frames(source, dest_dir=work() / "video", limit=limit)
+
+
+def _source_audio(params: AnimateDiffParams, video: VideoFrames | None, work: Callable[[], Path]
+                  ) -> tuple[Path | None, tuple[str, ...]]:
+    """The audio MP4/WEBM outputs carry: the video source itself, or with a frame selection its audio cut to
+    begin at the first kept frame (FLAC in the work folder); a failed cut drops the audio with a note."""
+    if video is None or not video.has_audio or not params.keep_audio:
+        return None, ()
+    if video.start == 0:  # the audio starts with the first frame: mux_audio trims its end
+        return video.source, ()
+    if not {OutputFormat.MP4, OutputFormat.WEBM} & set(params.formats):
+        return None, ()  # no output carries audio
+    span = Fraction(len(video)) / video.fps if video.fps else None
+    try:
+        return cut_audio(video.source, video.start, span, work() / "audio.flac"), ()
+    except AnimateDiffError as error:
+        return None, (f"AnimateDiff: the video is saved without the source's audio: {error}",)
 
 
 class HintSlicer:

@@ -19,7 +19,8 @@ last when given. Those are informational and never pasted; ``schedule`` keeps th
 choice, because "auto" resolves again to the same schedule for the same model, while a family's
 exact schedule (e.g. AnimateDiff-XL's beta_end 0.020) may have no name of its own.
 Written only when relevant: freeinit_filter/ds/dt/iters (when FreeInit is on), latent_* (img2img), interp,
-interp_x and interp_fps (when interpolation is on; an older entry's ``interp: Off, interp_x: 10`` pastes).
+interp_x and interp_fps (when interpolation is on; an older entry's ``interp: Off, interp_x: 10`` pastes),
+skip_first_frames, select_every_nth, frame_load_cap and force_rate (the frame selection, when not the default).
 Never written: last_frame, request_id, video_source, video_path, mask_path.
 """
 
@@ -39,6 +40,7 @@ INFOTEXT_KEY = "AnimateDiff"
 PASTE_PREFIX = "AnimateDiff "
 PASTE_FIELDS: tuple[str, ...] = tuple(s.name for s in FIELDS if s.infotext_key is not None)
 # Keys that are recognised in old or current entries but are not pasted into a field.
+SELECTION_FIELDS = frozenset({"skip_first_frames", "select_every_nth", "frame_load_cap", "force_rate"})
 NOT_PASTED_KEYS = frozenset({"model_hash", "mm_hash", "family", "schedule_used", "version", "request_id"})
 
 _KEY = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_ ]*?)\s*:\s*")
@@ -69,6 +71,8 @@ def _written(spec_name: str, params: AnimateDiffParams, img2img: bool) -> bool:
         return params.motion_scale != 1.0
     if spec_name == "motion_scale_keyframes":
         return bool(params.motion_scale_keyframes)
+    if spec_name in SELECTION_FIELDS:  # written when not the default, so entries without a selection stay as they were
+        return getattr(params, spec_name) != spec.default
     if spec.group == "interp":  # only when on, so entries without interpolation stay as they were
         return params.interp is not FrameInterpolation.OFF
     return not (spec.group == "freeinit" and spec_name != "freeinit_enable"

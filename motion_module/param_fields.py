@@ -317,9 +317,9 @@ FIELDS: tuple[FieldSpec, ...] = (
        "img2img: optional image the video should end on.", img2img_only=True, group="img2img",
        xyz=False),
     _f("video_source", "path", None, "Video source",
-       "Video whose every frame (decoded frame-exactly) feeds the ControlNet units that have no input of their "
-       "own: a server path inside WebUI's data folder or Settings > AnimateDiff > input folders, or base64 "
-       "(API); the UI uploads one.",
+       "Video whose frames (decoded frame-exactly; every one unless the frame selection options pick some) feed "
+       "the ControlNet units that have no input of their own: a server path inside WebUI's data folder or "
+       "Settings > AnimateDiff > input folders, or base64 (API); the UI uploads one.",
        group="controlnet", xyz=False),
     _f("video_path", "path", None, "Video path",
        "Server-side folder of frame images (natural order, one size) for ControlNet units that have no input; "
@@ -366,6 +366,22 @@ FIELDS: tuple[FieldSpec, ...] = (
     _f("interp_fps", "float", 0.0, "Interpolated FPS",
        "Playback rate of the interpolated video; 0 = FPS x Interpolation factor, so the video keeps its duration "
        "(and kept audio its sync).", minimum=0, maximum=240, step=1, infotext_key="interp_fps", group="interp"),
+    _f("skip_first_frames", "int", 0, "Skip first frames",
+       "Video source or frames folder: drop this many frames from the start (counted after Force rate). The "
+       "clip's audio starts at the first kept frame; skipping every frame is an error.", minimum=0,
+       maximum=1_000_000, step=1, infotext_key="skip_first_frames", group="controlnet"),
+    _f("select_every_nth", "int", 1, "Select every nth frame",
+       "Video source or frames folder: of the frames left after skipping, keep frames 0, n, 2n and so on. "
+       "With FPS 0 the video plays at the source's rate / n (or Force rate / n), in step with its audio.",
+       minimum=1, maximum=1000, step=1, infotext_key="select_every_nth", group="controlnet"),
+    _f("frame_load_cap", "int", 0, "Frame load cap",
+       "Video source or frames folder: keep at most this many frames (after skipping and every nth); 0 = no cap.",
+       minimum=0, maximum=1_000_000, step=1, infotext_key="frame_load_cap", group="controlnet"),
+    _f("force_rate", "float", 0.0, "Force rate",
+       "Video source: resample to this many frames per second by the frames' timestamps before skipping, "
+       "dropping or repeating frames (frame-exact, also for variable-frame-rate videos); 0 = off. With FPS 0 "
+       "the video plays at Force rate / Select every nth frame.", minimum=0, maximum=240, step=1,
+       infotext_key="force_rate", group="controlnet"),
 )
 
 FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in FIELDS)

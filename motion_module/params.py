@@ -106,6 +106,10 @@ class AnimateDiffParams:
     motion_scale: float = 1.0
     motion_scale_keyframes: str = ""
     interp_fps: float = 0.0
+    skip_first_frames: int = 0
+    select_every_nth: int = 1
+    frame_load_cap: int = 0
+    force_rate: float = 0.0
 
     def __post_init__(self) -> None:
         for spec in FIELDS:

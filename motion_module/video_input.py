@@ -64,7 +64,10 @@ class VideoFrames:
     """Decoded frames of a video: RGB images in memory, or PNG files when extracted to a folder.
 
     ``size`` is (width, height) in pixels of the decoded frames (after ffmpeg's autorotation);
-    ``fps`` frames per second as an exact fraction (``None`` when the source gives none).
+    ``fps`` frames per second as an exact fraction (``None`` when the source gives none). A frame
+    selection (``frame_selection.py``) sets ``indices``, the source frame index of each frame, and
+    ``start``, the first frame's time in seconds from the source's first frame; ``fps`` is then the
+    rate the selected frames stand for.
     """
 
     source: Path
@@ -73,6 +76,8 @@ class VideoFrames:
     size: tuple[int, int]
     fps: Fraction | None
     has_audio: bool
+    indices: tuple[int, ...] | None = None  # None: every frame from the first, in order
+    start: Fraction = Fraction(0)
 
     def __len__(self) -> int:
         return max(len(self.frames), len(self.paths))

@@ -149,6 +149,17 @@ def test_reference_v1_entry_pastes() -> None:
                       "interp": FrameInterpolation.OFF, "interp_x": 10}
 
 
+def test_frame_selection_is_recorded_when_set_and_pastes_back() -> None:
+    p = AnimateDiffParams(enable=True, skip_first_frames=12, select_every_nth=2, force_rate=12.5)
+    entry = to_infotext(p)
+    assert "skip_first_frames: 12, select_every_nth: 2, force_rate: 12.5" in entry and "frame_load_cap" not in entry
+    pasted = params_with_infotext(through_webui(entry))
+    assert (pasted.skip_first_frames, pasted.select_every_nth, pasted.frame_load_cap, pasted.force_rate) == (
+        12, 2, 0, 12.5)
+    plain = parse_infotext(to_infotext(AnimateDiffParams(enable=True)))
+    assert not {"skip_first_frames", "select_every_nth", "frame_load_cap", "force_rate"} & set(plain)
+
+
 def test_interpolation_is_recorded_when_on_and_pastes_back() -> None:
     p = AnimateDiffParams(enable=True, interp=FrameInterpolation.RIFE, interp_x=4, interp_fps=30)
     entry = to_infotext(p)

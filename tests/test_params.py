@@ -190,6 +190,9 @@ ERRORS = [
     ("request_id", "a b", ["'a b'", "A-Z, a-z, 0-9"]), ("request_id", "x" * 65, ["1-64"]),
     ("request_id", "../etc", ["'../etc'"]), ("request_id", True, ["True", "A-Z"]),
     ("last_frame", 12, ["12", "base64"]),
+    ("skip_first_frames", -1, ["-1", ">= 0"]), ("select_every_nth", 0, ["0", ">= 1 and <= 1000"]),
+    ("frame_load_cap", -3, ["-3", ">= 0"]), ("force_rate", -1, ["-1", ">= 0 and <= 240"]),
+    ("force_rate", "nan", ["'nan'", "finite"]),
 ]
 
 

@@ -242,3 +242,90 @@ def test_img2img_batch_tab_makes_one_video_of_the_folder(api: WebUIClient, cn_mo
     gifs = videos(response)
     assert len(gifs) == 1 and gif_length(gifs[0]) == 7  # one video, one frame per image in the folder
     assert "video_length: 7" in json.loads(response["info"])["infotexts"][0]
+
+
+# ----------------------------------------------------------------------------- frame selection
+def lossless_video(path: Path, count: int, rate: str, *, audio: bool = False) -> Path:
+    """frame(0..count-1) as a lossless (FFV1) Matroska video: decoded, each frame is exactly frame(i)."""
+    folder = path.parent / f"{path.stem}-frames"
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        frame(i).save(folder / f"{i:03d}.png")
+    sound = ["-f", "lavfi", "-i", "sine=f=440:duration=10"] if audio else []
+    cmd = [ffmpeg_exe(), "-loglevel", "error", "-y", "-framerate", rate, "-i", str(folder / "%03d.png"), *sound,
+           "-frames:v", str(count), "-c:v", "ffv1", *(["-c:a", "flac"] if audio else []), str(path)]
+    subprocess.run(cmd, check=True, capture_output=True)
+    return path
+
+
+def picked_folder(folder: Path, indices: list[int]) -> Path:
+    """A frames folder holding exactly frame(indices[0]), frame(indices[1])... in that order."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for number, i in enumerate(indices):
+        frame(i).save(folder / f"{number}.png")
+    return folder
+
+
+def audio_seconds(data: bytes, tmp_path: Path) -> float:
+    path = tmp_path / "audio.mp4"
+    path.write_bytes(data)
+    out = subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-i", str(path), "-map", "0:a:0", "-f", "s16le",
+                          "-ac", "1", "-ar", "48000", "-"], capture_output=True, check=True)
+    return len(out.stdout) / 2 / 48000
+
+
+def test_frame_selection_feeds_the_unit_exactly_the_selected_frames(api: WebUIClient, cn_model: str,
+                                                                    inputs: Path, tmp_path: Path) -> None:
+    """skip 2, every 3rd, at most 4 of a 12 fps lossless video: the unit gets source frames 2, 5, 8, 11, so the
+    result equals (bit for bit) the one from a folder holding just those four frames, and differs from the
+    first four frames'. FPS 0 plays at 12 / 3 = 4 fps and the MP4's audio lasts 4 frames / 4 fps = 1 s."""
+    video = lossless_video(inputs / "select.mkv", 20, "12", audio=True)  # its audio ends with its last frame
+    ad = {"fps": 0, "format": ["MP4", "Frame"], "video_length": 0, "batch_size": 4}
+    response = api.post("/sdapi/v1/txt2img", v2v({**ad, "video_source": str(video), "skip_first_frames": 2,
+                                                  "select_every_nth": 3, "frame_load_cap": 4}, unit(cn_model)))
+    mp4, selected = videos(response)[0], [np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+                                          for png in png_bytes(response)[1:]]
+    assert len(selected) == 4
+    info = probe(mp4, tmp_path)
+    assert "4 fps" in info and "Audio:" in info, info
+    assert abs(audio_seconds(mp4, tmp_path) - 1.0) < 0.05
+    infotext = json.loads(response["info"])["infotexts"][0]
+    assert "skip_first_frames: 2, select_every_nth: 3, frame_load_cap: 4" in infotext, infotext
+    same = _frames(api.post("/sdapi/v1/txt2img", v2v({**ad, "format": ["PNG"], "video_path": str(
+        picked_folder(inputs / "picked", [2, 5, 8, 11]))}, unit(cn_model))))
+    first = _frames(api.post("/sdapi/v1/txt2img", v2v({**ad, "format": ["PNG"], "video_path": str(
+        picked_folder(inputs / "first-four", [0, 1, 2, 3]))}, unit(cn_model))))
+    for k in range(4):
+        np.testing.assert_array_equal(selected[k], same[k], err_msg=f"frame {k} did not get source frame {2 + 3 * k}")
+    assert any(not np.array_equal(a, b) for a, b in zip(selected, first, strict=True))
+
+
+def test_force_rate_resamples_by_timestamps_and_sets_the_rate(api: WebUIClient, cn_model: str, inputs: Path) -> None:
+    """A 12 fps video forced to 8 fps: output frame k shows source frame floor(k * 12 / 8) = 0, 1, 3, 4, 6, 7;
+    with FPS 0 the GIF plays at 8 fps (120-130 ms a frame, GIF's centisecond steps)."""
+    video = lossless_video(inputs / "rate.mkv", 9, "12")  # 0.75 s: 6 frames at 8 fps
+    ad = {"fps": 0, "format": ["GIF", "Frame"], "video_length": 0, "batch_size": 4, "force_rate": 8}
+    response = api.post("/sdapi/v1/txt2img", v2v({**ad, "video_source": str(video)}, unit(cn_model)))
+    gif = Image.open(io.BytesIO(videos(response)[0]))
+    assert gif.n_frames == 6 and gif.info["duration"] in (120, 130)
+    resampled = [np.asarray(Image.open(io.BytesIO(png)).convert("RGB")) for png in png_bytes(response)[1:]]
+    expected = _frames(api.post("/sdapi/v1/txt2img", v2v({"format": ["PNG"], "batch_size": 4, "video_path": str(
+        picked_folder(inputs / "rate-picked", [0, 1, 3, 4, 6, 7]))}, unit(cn_model))))
+    assert len(resampled) == len(expected) == 6
+    for k in range(6):
+        np.testing.assert_array_equal(resampled[k], expected[k], err_msg=f"frame {k}")
+
+
+def test_frame_selection_errors_are_422_naming_the_field(api: WebUIClient, cn_model: str, inputs: Path) -> None:
+    video = lossless_video(inputs / "errors.mkv", 6, "12")
+    folder = frames_folder(inputs / "selection-errors", 5)
+    for ad, field, reason in (({"video_source": str(video), "skip_first_frames": 6}, "skip_first_frames",
+                               "only 6 frames"),
+                              ({"video_source": str(video), "force_rate": 4, "skip_first_frames": 2},
+                               "skip_first_frames", "only 2 frames at force_rate 4"),
+                              ({"video_path": str(folder), "force_rate": 8}, "force_rate", "without timestamps"),
+                              ({"video_path": str(folder), "select_every_nth": 0}, "select_every_nth", ">= 1"),
+                              ({"video_source": str(video), "force_rate": -1}, "force_rate", ">= 0"),
+                              ({"video_source": str(video), "frame_load_cap": -1}, "frame_load_cap", ">= 0")):
+        body = _error(api, v2v(ad, unit(cn_model)))
+        assert "HTTP 422" in body and f"AnimateDiff parameter '{field}'" in body and reason in body, (ad, body)
