@@ -7,17 +7,22 @@ injection's frames (whole windows, or motion-module windows), only with a V3 mod
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
+from motion_module.__main__ import main
 from motion_module.errors import MotionModuleError, NotAMotionModuleError, ParameterError
 from motion_module.injection import TemporalWindows, injected
 from motion_module.model import MotionModule
 from motion_module.sparsectrl import SparseCtrlMotion, SparseCtrlTemporal
+from motion_module.sparsectrl_file import to_controlnet_layout
 from motion_module.spec import MotionModuleSpec
 from scripts.animatediff_mm import MotionModuleType, MotionWrapper
 from tests.fixtures.motion_modules import build_state_dict
-from tests.fixtures.sparsectrl import SD15_CHANNELS, motion_tensors
+from tests.fixtures.sparsectrl import SD15_CHANNELS, motion_tensors, official_controlnet_part
 from tests.fixtures.unets import randomize, tiny_unet
 
 
@@ -127,3 +132,47 @@ def test_motion_module_windows_are_followed(unet: torch.nn.Module) -> None:
         torch.testing.assert_close(out[:4], layer(x[:4], 4))
         torch.testing.assert_close(out[4:], layer(x[4:], 4))
         assert not torch.allclose(out, layer(x, 8))
+
+
+# ----------------------------------------------------------------------------- official files -> ControlNet's names
+def test_official_names_become_controlnets(tmp_path: Path) -> None:
+    """Every ControlNet tensor of an official file gets the ldm name and shape of the same layer of an SD1.5-shaped
+    encoder (checked against ldm's own UNet, whose input and middle blocks ControlNet's encoder copies)."""
+    part, _ = official_controlnet_part(rgb=False)
+    converted = to_controlnet_layout({**part, **motion_tensors(pe_length=32)})
+    unet = tiny_unet("sd15").state_dict()
+    encoder = {k: v.shape for k, v in unet.items() if k.startswith(("input_blocks.", "middle_block.", "time_embed."))}
+    assert {k: v.shape for k, v in converted.items() if k in encoder} == encoder
+    extra = sorted({k.split(".")[0] for k in converted if k not in encoder})
+    assert extra == ["down_blocks", "input_hint_block", "middle_block_out", "zero_convs"]
+    widths = [32, 32, 32, 32, 64, 64, 64, 128, 128, 128, 128, 128]  # the tiny UNet's skip connections
+    assert [converted[f"zero_convs.{i}.0.weight"].shape[:2] for i in range(12)] == [(w, w) for w in widths]
+    assert not any(k.endswith(".pe") for k in converted)  # stored tables dropped
+    assert to_controlnet_layout(converted) == converted  # already ControlNet's names: unchanged
+    rgb, _ = official_controlnet_part(rgb=True)
+    assert to_controlnet_layout({**rgb, **motion_tensors()})["input_hint_block.0.weight"].shape == (32, 5, 3, 3)
+    with pytest.raises(NotAMotionModuleError, match="unknown tensors"):
+        to_controlnet_layout({**part, **motion_tensors(), "up_blocks.0.resnets.0.conv1.weight": torch.zeros(1)})
+    with pytest.raises(NotAMotionModuleError, match="not SparseCtrl's temporal layers"):
+        to_controlnet_layout(part)  # an ordinary ControlNet
+
+
+def test_the_sparsectrl_command_writes_what_controlnet_loads(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    part, _ = official_controlnet_part(rgb=True)
+    source = tmp_path / "v3_sd15_sparsectrl_rgb.ckpt"
+    torch.save({"controlnet": {**part, **motion_tensors(pe_length=32)}, "global_step": 7}, source)  # wrapped
+    target = tmp_path / "sparsectrl_rgb.safetensors"
+    assert main(["sparsectrl", str(source), str(target)]) == 0
+    assert "SparseCtrl (RGB)" in capsys.readouterr().out
+    written = load_file(str(target))
+    assert {v.dtype for v in written.values()} == {torch.float16}
+    # what ControlNet 1.1.455 looks for (controlnet_model_guess.py): a SparseCtrl, RGB
+    guessed = {"down_blocks.0.motion_modules.0.temporal_transformer.norm.weight", "input_hint_block.0.weight"}
+    assert guessed <= set(written)
+    assert main(["sparsectrl", str(source), str(target)]) == 2  # exists: --force
+    assert "already exists" in capsys.readouterr().err
+    bad = tmp_path / "mm.safetensors"
+    save_file(build_state_dict("v3"), str(bad))
+    assert main(["sparsectrl", str(bad), str(tmp_path / "out.safetensors")]) == 2
+    assert "mm.safetensors: not SparseCtrl's temporal layers" in capsys.readouterr().err

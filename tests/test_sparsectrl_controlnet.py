@@ -21,12 +21,14 @@ from motion_module.errors import ParameterError
 from motion_module.injection import TemporalWindows, injected
 from motion_module.model import MotionModule
 from motion_module.sparsectrl import SparseCtrlTemporal
+from motion_module.sparsectrl_file import to_controlnet_layout
 from motion_module.spec import MotionModuleSpec
 from tests.fixtures.sparsectrl import (
     SD15_CHANNELS,
     controlnet_module,
     controlnet_part,
     motion_tensors,
+    official_controlnet_part,
     tiny_config,
 )
 from tests.fixtures.unets import CONTEXT_DIM, randomize, tiny_unet
@@ -140,3 +142,31 @@ def test_a_non_v3_module_is_a_422_naming_model(sparsectrl_module: ModuleType) ->
     with torch.no_grad(), pytest.raises(ParameterError, match="'enable'"):
         model(x, hint, t, ctx)  # no AnimateDiff generation
 
+
+
+@pytest.mark.parametrize("rgb", [True, False], ids=["rgb", "scribble"])
+def test_official_files_load_after_the_sparsectrl_command(sparsectrl_module: ModuleType, rgb: bool) -> None:
+    """An official file (AnimateDiff's names) converted by ``to_controlnet_layout`` loads into ControlNet's own
+    SparseCtrl with its RGB / scribble config (what its model guess picks from ``input_hint_block.0.weight``)."""
+    part, _ = official_controlnet_part(rgb)
+    converted = to_controlnet_layout({**part, **motion_tensors(pe_length=32)})
+    assert ("input_hint_block.0.weight" in converted) is rgb
+    model = sparsectrl_module.SparseCtrl(**tiny_config(rgb))
+    model.load_state_dict(converted)
+    assert sum(isinstance(m, SparseCtrlTemporal) for m in model.modules()) == len(SITES)
+
+
+def test_converted_scribble_model_computes_what_the_official_one_does(sparsectrl_module: ModuleType) -> None:
+    """With its temporal layers neutral (proj_out zero: x + 0), the converted scribble model's 13 outputs are those
+    of the same weights in diffusers' ControlNetModel (the official model's layers and names), zero sample input."""
+    part, reference = official_controlnet_part(rgb=False)
+    temporal = {k: (torch.zeros_like(v) if ".proj_out." in k else v) for k, v in motion_tensors().items()}
+    model = sparsectrl_module.SparseCtrl(**tiny_config(rgb=False))
+    model.load_state_dict(to_controlnet_layout({**part, **temporal}))
+    x, hint, t, ctx = inputs(FRAMES, rgb=False, seed=3)
+    with injected(tiny_unet("sd15"), mm("v3"), FRAMES), torch.no_grad():
+        ours = model.eval()(x, hint, t, ctx)
+        down, mid = reference(torch.zeros_like(x), t, ctx, hint, return_dict=False)
+    assert len(ours) == len(down) + 1 == 13
+    for number, (a, b) in enumerate(zip(ours, [*down, mid])):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4, msg=f"output {number}")
