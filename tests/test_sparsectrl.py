@@ -100,6 +100,8 @@ def test_needs_animatediff_with_a_v3_module(unet: torch.nn.Module) -> None:
     assert v2.value.field == "model" and "V3" in str(v2.value) and "v2" in str(v2.value)
     with injected(unet, motion_module("v3"), 4):
         assert layer(x).shape == x.shape
+    with pytest.raises(ParameterError, match="enable"):  # the injection's frames went with it
+        layer(x)
 
 
 def test_rows_are_grouped_by_the_calls_window(unet: torch.nn.Module) -> None:
