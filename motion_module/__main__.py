@@ -1,4 +1,4 @@
-"""`python -m motion_module <command> ...`: inspect, convert, info, demo; help and --version.
+"""`python -m motion_module <command> ...`: inspect, convert, sparsectrl, info, demo; help and --version.
 
 Each command lives in the module that owns the concept; this file only dispatches. The arguments are parsed
 first by the torch-free parsers of :mod:`cli` / :mod:`demo_cli`, so usage errors are answered before torch is
@@ -16,7 +16,17 @@ import sys
 import traceback
 from collections.abc import Callable
 
-from .cli import EXIT_USAGE, PROG, VERSION, CliParser, convert_parser, info_parser, inspect_parser, print_error
+from .cli import (
+    EXIT_USAGE,
+    PROG,
+    VERSION,
+    CliParser,
+    convert_parser,
+    info_parser,
+    inspect_parser,
+    print_error,
+    sparsectrl_parser,
+)
 
 
 def _demo_parser() -> CliParser:
@@ -30,6 +40,8 @@ COMMANDS: dict[str, tuple[str, str, str, Callable[[], CliParser]]] = {
     "inspect": ("motion_module.tools", "main_inspect", "describe motion-module files", inspect_parser),
     "convert": ("motion_module.tools", "main_convert", "write fp16 safetensors in the AnimateDiff layout",
                 convert_parser),
+    "sparsectrl": ("motion_module.sparsectrl_file", "main_sparsectrl",
+                   "write a SparseCtrl file in the names sd-webui-controlnet loads", sparsectrl_parser),
     "info": ("motion_module.video_files", "main_info", "print the generation parameters stored in an output",
              info_parser),
     "demo": ("motion_module.demo", "main_demo", "run the whole pipeline on a tiny model (CPU, a minute)",
@@ -39,7 +51,7 @@ COMMANDS: dict[str, tuple[str, str, str, Callable[[], CliParser]]] = {
 
 def _usage() -> str:
     lines = [f"usage: {PROG} <command> [options]", "", "commands:"]
-    lines += [f"  {name:<8} {entry[2]}" for name, entry in COMMANDS.items()]
+    lines += [f"  {name:<10} {entry[2]}" for name, entry in COMMANDS.items()]
     lines += ["", f"`{PROG} <command> --help` (or `help <command>`) describes a command's options;",
               f"`{PROG} --version` prints the version."]
     return "\n".join(lines)

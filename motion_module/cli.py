@@ -55,6 +55,15 @@ def convert_parser() -> CliParser:
     return parser
 
 
+def sparsectrl_parser() -> CliParser:
+    parser = CliParser(prog=f"{PROG} sparsectrl", description="Write a SparseCtrl file (the official "
+                       "v3_sd15_sparsectrl_rgb/_scribble.ckpt) as fp16 safetensors that sd-webui-controlnet loads.")
+    parser.add_argument("source", help="a SparseCtrl file (.ckpt or .safetensors)")
+    parser.add_argument("target", help="output file, must end in .safetensors (for WebUI's models/ControlNet)")
+    parser.add_argument("--force", action="store_true", help="overwrite the output file if it exists")
+    return parser
+
+
 def info_parser() -> CliParser:
     parser = CliParser(prog=f"{PROG} info", description="Print the generation parameters stored in "
                        "AnimateDiff outputs. Exit status 2 if any file is not one.")

@@ -8,7 +8,9 @@ decoded frame-exactly into a folder), AnimateDiff's ``video_path`` (a folder of 
 is the requested one, or the shortest source when 0; a shorter source is an error naming it. AnimateDiff's
 frame selection (``frame_selection.py``: skip_first_frames, select_every_nth, frame_load_cap, force_rate)
 applies to ``video_source`` and ``video_path`` (and to the masks matched to their frames), not to a unit's own
-folder or the img2img Batch tab's folder.
+folder or the img2img Batch tab's folder. A unit whose batch input has a ``keyframe:`` line reads one image per
+keyframe from its own folder instead, and does not count for the length (``cn_keyframes``). IP-Adapter units
+cannot read frames (ControlNet 1.1.455 fails on them): refused with a 422.
 
 Slicing (during sampling, :class:`HintSlicer`): ControlNet keeps one hint tensor per unit with a row per
 frame (two copies of them when WebUI batches cond and uncond), at control resolution, on the CPU. Before
@@ -34,6 +36,7 @@ from typing import Any
 
 import torch
 
+from .cn_keyframes import keyframe_line, place_keyframes, split_batch_images
 from .errors import AnimateDiffError, ParameterError, naming
 from .frame_selection import FrameSelection, cut_audio, read_selected_frames, select_items
 from .param_fields import OutputFormat
@@ -54,12 +57,15 @@ HINT_ATTRIBUTES = ("hint_cond", "hr_hint_cond")
 class UnitInput:
     """What one enabled ControlNet unit brings. ``index``: its position among ControlNet's units;
     ``has_image``: its own single image; ``batch_dir``: its own folder of frames; ``inpaint``: an inpaint
-    preprocessor (needs masks)."""
+    preprocessor (needs masks); ``keyframes``: the frames of its batch input's keyframe line (one image of
+    ``batch_dir`` each); ``ipadapter``: an IP-Adapter unit."""
 
     index: int
     has_image: bool = False
     batch_dir: str | None = None
     inpaint: bool = False
+    keyframes: tuple[int, ...] | None = None
+    ipadapter: bool = False
 
 
 @dataclass(frozen=True)
@@ -80,14 +86,15 @@ class FrameSources:
 
 @dataclass(frozen=True)
 class UnitFrames:
-    """A unit that reads one image per frame: the frames (and masks) of ``image_dir`` in natural order;
-    ``source`` says where the folder came from (for messages)."""
+    """A unit that reads one image per frame (or per keyframe: ``keyframes``): the frames (and masks) of
+    ``image_dir`` in natural order; ``source`` says where the folder came from (for messages)."""
 
     index: int
     image_dir: Path
     images: tuple[Path, ...]
     masks: tuple[Path, ...] | None
     source: str
+    keyframes: tuple[int, ...] | None = None
 
     @property
     def count(self) -> int:
@@ -116,9 +123,16 @@ def _folder_for(unit: UnitInput, sources: FrameSources) -> _Found | None:
 
 def _unit_frames(unit: UnitInput, found: _Found, sources: FrameSources) -> UnitFrames:
     folder, source, field = found
+    if unit.ipadapter:
+        raise ParameterError(field or "batch_images", f"ControlNet unit {unit.index} is an IP-Adapter unit, which "
+                             "cannot take one image per frame or per keyframe with sd-webui-controlnet 1.1.455: its "
+                             "AnimateDiff batch path fails ('ImageEmbed.__new__() takes 3 positional arguments but 4 "
+                             "were given'), WebUI logs that and ControlNet does nothing for the request; give the "
+                             "unit a single image (it then applies to every frame)")
     picks = sources.video_indices if source == "video_source" else None
     with naming(field):
         frames = _read_unit_frames(unit, folder, source, sources.mask_path, picks)
+    frames = dataclasses.replace(frames, keyframes=unit.keyframes)
     if source != "video_path" or not sources.selection.active:
         return frames
     numbers = select_items(range(frames.count), sources.selection, f"video_path {folder}")
@@ -155,6 +169,9 @@ def plan_control_frames(units: Sequence[UnitInput], sources: FrameSources, reque
     """
     planned: list[UnitFrames] = []
     for unit in units:
+        if unit.keyframes is not None and not unit.batch_dir:
+            raise ParameterError("batch_images", f"ControlNet unit {unit.index}: a keyframe line needs the unit's "
+                                 "own folder of keyframe images on the first line of its batch input")
         if unit.has_image and not unit.batch_dir:
             continue
         found = _folder_for(unit, sources)
@@ -162,10 +179,8 @@ def plan_control_frames(units: Sequence[UnitInput], sources: FrameSources, reque
             raise ParameterError("video_source", f"ControlNet unit {unit.index} has no input: give it an image or "
                                  "a batch folder, or give AnimateDiff a video source or a frames folder")
         planned.append(_unit_frames(unit, found, sources))
-    if not planned:
-        return ControlPlan((), requested)
-    counts = {f"ControlNet unit {u.index} ({u.source}: {u.image_dir})": u.count for u in planned}
-    return ControlPlan(tuple(planned), resolve_video_length(requested, counts))
+    counts = {f"ControlNet unit {u.index} ({u.source}: {u.image_dir})": u.count for u in planned if u.keyframes is None}
+    return ControlPlan(tuple(planned), resolve_video_length(requested, counts) if counts else requested)
 
 
 def unit_slots(args: Sequence[Any], start: int, end: int, to_unit: Callable[[Any], Any]) -> list[tuple[int, Any]]:
@@ -190,11 +205,12 @@ def unit_input(index: int, unit: Any) -> UnitInput | None:
     mode = getattr(unit, "input_mode", "simple")
     mode = str(getattr(mode, "value", mode)).lower()
     batch = getattr(unit, "batch_images", None)
-    batch_dir = None
+    batch_dir = keyframes = None
     if mode == "batch" and isinstance(batch, str):  # its first line; ControlNet reads "mask:" lines after it
-        batch_dir = batch.split("\n")[0].strip() or None
+        batch_dir, keyframes = split_batch_images(index, batch)
     return UnitInput(index, has_image=getattr(unit, "image", None) is not None or mode == "merge",
-                     batch_dir=batch_dir, inpaint="inpaint" in str(getattr(unit, "module", "")))
+                     batch_dir=batch_dir, inpaint="inpaint" in str(getattr(unit, "module", "")), keyframes=keyframes,
+                     ipadapter=bool(getattr(unit, "is_ipadapter", False)))
 
 
 def stage(files: Sequence[Path], folder: Path) -> Path:
@@ -212,13 +228,18 @@ def stage(files: Sequence[Path], folder: Path) -> Path:
 
 def with_frames(unit: Any, frames: UnitFrames, video_length: int, work_dir: Path, batch_mode: Any) -> Any:
     """A copy of ``unit`` that reads the first ``video_length`` frames (and masks) of ``frames``, staged in
-    ``work_dir``, as one image per video frame (ControlNet's AnimateDiff batch input)."""
+    ``work_dir``, as one image per video frame (ControlNet's AnimateDiff batch input); a keyframe unit: its
+    images in the order of their frames, and the keyframe line (ParameterError when they do not fit the video)."""
     base = work_dir / f"unit{frames.index}"
+    chosen, line = list(range(min(video_length, frames.count))), ""
+    if frames.keyframes is not None:
+        placement = place_keyframes(frames.index, frames.keyframes, frames.count, video_length)
+        chosen, line = list(placement.images), "\n" + keyframe_line(placement.frames)
+    masks = frames.masks
     clone = copy.copy(unit)
     changes = {"input_mode": batch_mode, "animatediff_batch": True, "batch_modifiers": [],
-               "batch_images": str(stage(frames.images[:video_length], base / "image")),
-               "batch_mask_dir": None if frames.masks is None else str(stage(frames.masks[:video_length],
-                                                                            base / "mask"))}
+               "batch_images": str(stage([frames.images[i] for i in chosen], base / "image")) + line,
+               "batch_mask_dir": None if masks is None else str(stage([masks[i] for i in chosen], base / "mask"))}
     for name, value in changes.items():
         setattr(clone, name, value)
     return clone

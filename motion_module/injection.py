@@ -51,8 +51,9 @@ class FrameState:
     call holds whole videos and the motion modules window over them themselves.
     """
 
-    def __init__(self, window: int, max_frames: int) -> None:
+    def __init__(self, window: int, max_frames: int, family: str = "") -> None:
         self.max_frames = max_frames
+        self.family = family  # the motion module's family (SparseCtrl's layers check it: V3 only)
         self._window = 0
         self.temporal: TemporalWindows | None = None
         self.scale = 1.0  # motion scale: each module's residual (output - input) is multiplied by it
@@ -78,6 +79,35 @@ class FrameState:
         self._window = value
 
 
+def temporal_forward(module: TemporalModule, state: FrameState, x: Tensor) -> Tensor:
+    """``module`` over the rows of one UNet call as ``state`` groups them: whole videos of ``state.window``
+    consecutive rows, or (``state.temporal`` set) the motion-module windows of each whole video, fused."""
+    if state.temporal is None:
+        return module(x, state.window)
+    frames, temporal = state.window, state.temporal
+    videos = x.shape[0] // frames
+    by_length: dict[int, list[int]] = {}
+    for number, window in enumerate(temporal.windows):
+        by_length.setdefault(len(window), []).append(number)
+    groups = []
+    for length, numbers in by_length.items():  # windows of one length: one batch of sequences
+        rows = torch.tensor([v * frames + f for n in numbers for v in range(videos)
+                             for f in temporal.windows[n]], device=x.device)
+        weights = torch.cat([temporal.weights[n].repeat(videos) for n in numbers]).to(x.device)
+        groups.append((length, rows, weights))
+    budget = None if temporal.chunk is None else temporal.chunk * x.shape[-2] * x.shape[-1]
+    return module.temporal_transformer.windowed(x, groups, budget)
+
+
+_RUNNING: list[FrameState] = []  # the FrameState of every injection in progress, innermost last
+
+
+def running_state() -> FrameState | None:
+    """The frame state of the injection in progress (the innermost), None outside :func:`injected`: layers
+    that run beside the UNet in its calls (SparseCtrl's, inside ControlNet) group their rows by it."""
+    return _RUNNING[-1] if _RUNNING else None
+
+
 class InsertedTemporal(nn.Module):
     """Adapter placed in a ``TimestepEmbedSequential``: called as ``layer(x)``, runs ``module(x, F)``."""
 
@@ -91,30 +121,13 @@ class InsertedTemporal(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         state = self._state
-        out = self._windowed(x) if state.temporal is not None else self.module(x, state.window)
+        out = temporal_forward(self.module, state, x)
         if state.frame_scales is not None:
             if state.row_scales is None or state.row_scales.numel() != x.shape[0]:
                 raise RuntimeError(f"per-frame motion scales: the frames of this {x.shape[0]}-row UNet call were "
                                    "not named (Injection.select_frames)")
             return x + (out - x) * state.row_scales.to(x.device, x.dtype).view(-1, *([1] * (x.dim() - 1)))
         return out if state.scale == 1.0 else x + (out - x) * state.scale
-
-    def _windowed(self, x: Tensor) -> Tensor:
-        state = self._state
-        assert state.temporal is not None
-        frames, temporal = state.window, state.temporal
-        videos = x.shape[0] // frames
-        by_length: dict[int, list[int]] = {}
-        for number, window in enumerate(temporal.windows):
-            by_length.setdefault(len(window), []).append(number)
-        groups = []
-        for length, numbers in by_length.items():  # windows of one length: one batch of sequences
-            rows = torch.tensor([v * frames + f for n in numbers for v in range(videos)
-                                 for f in temporal.windows[n]], device=x.device)
-            weights = torch.cat([temporal.weights[n].repeat(videos) for n in numbers]).to(x.device)
-            groups.append((length, rows, weights))
-        budget = None if temporal.chunk is None else temporal.chunk * x.shape[-2] * x.shape[-1]
-        return self.module.temporal_transformer.windowed(x, groups, budget)
 
     def extra_repr(self) -> str:
         return f"site={self.site}"
@@ -413,11 +426,13 @@ def injected(unet: nn.Module, motion_module: MotionModule, window: int,
     if unet in _ACTIVE:
         raise RuntimeError("motion modules are already injected into this UNet; leave that block first")
     sites = plan_sites(unet, motion_module)
-    state = FrameState(window, motion_module.spec.max_frames)
+    state = FrameState(window, motion_module.spec.max_frames, motion_module.spec.family)
     _prepare(motion_module, unet)
     with ExitStack() as stack:
         _ACTIVE.add(unet)
         stack.callback(_ACTIVE.discard, unet)
+        _RUNNING.append(state)
+        stack.callback(_RUNNING.remove, state)
         stack.callback(insert(sites, motion_module, state))
         if motion_module.spec.cross_frame_groupnorm:
             stack.enter_context(cross_frame_groupnorm(unet, state, groupnorm_cls))
@@ -426,4 +441,4 @@ def injected(unet: nn.Module, motion_module: MotionModule, window: int,
 
 
 __all__ = ["FrameState", "Injection", "cross_frame_groupnorm", "frame_chunks", "injected", "insert", "level_channels",
-           "plan_sites", "spatial_layers"]
+           "plan_sites", "running_state", "spatial_layers", "temporal_forward"]

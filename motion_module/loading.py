@@ -200,8 +200,9 @@ def read_state_dict(path: str | os.PathLike[str], *, meta: bool = False) -> dict
 
 
 def _tensors_of(path: Path, loaded: object, meta: bool) -> dict[str, Tensor]:
-    if isinstance(loaded, Mapping) and isinstance(loaded.get("state_dict"), Mapping):
-        loaded = loaded["state_dict"]
+    for wrapper in ("state_dict", "controlnet"):  # "controlnet": the official SparseCtrl files
+        if isinstance(loaded, Mapping) and isinstance(loaded.get(wrapper), Mapping):
+            loaded = loaded[wrapper]
     if not isinstance(loaded, Mapping):
         raise NotAMotionModuleError(
             f"{path.name}: holds a {type(loaded).__name__}, not a dictionary of tensors; use a motion-module file"

@@ -101,12 +101,13 @@ class FeedForward(nn.Module):
 
 
 class TemporalTransformerBlock(nn.Module):
-    """Two pre-norm temporal self-attentions and a pre-norm feed-forward, all residual."""
+    """Pre-norm temporal self-attentions (two in motion modules, one in SparseCtrl's) and a pre-norm
+    feed-forward, all residual."""
 
-    def __init__(self, dim: int, max_len: int) -> None:
+    def __init__(self, dim: int, max_len: int, attentions: int = 2) -> None:
         super().__init__()
-        self.attention_blocks = nn.ModuleList([TemporalSelfAttention(dim, max_len) for _ in range(2)])
-        self.norms = nn.ModuleList([nn.LayerNorm(dim) for _ in range(2)])
+        self.attention_blocks = nn.ModuleList([TemporalSelfAttention(dim, max_len) for _ in range(attentions)])
+        self.norms = nn.ModuleList([nn.LayerNorm(dim) for _ in range(attentions)])
         self.ff = FeedForward(dim)
         self.ff_norm = nn.LayerNorm(dim)
 
@@ -120,15 +121,15 @@ class TemporalTransformer(nn.Module):
     """One motion module's body: ``(B*F, C, H, W) -> (B*F, C, H, W)``.
 
     ``per_video``: the entry GroupNorm takes its statistics over all frames of each video (AnimateDiff-SDXL)
-    instead of each frame alone.
+    instead of each frame alone. ``attentions``: temporal self-attentions per block (SparseCtrl: 1).
     """
 
-    def __init__(self, dim: int, max_len: int, per_video: bool = False) -> None:
+    def __init__(self, dim: int, max_len: int, per_video: bool = False, attentions: int = 2) -> None:
         super().__init__()
         self.norm = nn.GroupNorm(NORM_GROUPS, dim, eps=1e-6, affine=True)
         self.per_video = per_video
         self.proj_in = nn.Linear(dim, dim)
-        self.transformer_blocks = nn.ModuleList([TemporalTransformerBlock(dim, max_len)])
+        self.transformer_blocks = nn.ModuleList([TemporalTransformerBlock(dim, max_len, attentions)])
         self.proj_out = nn.Linear(dim, dim)
 
     def forward(self, x: Tensor, num_frames: int) -> Tensor:
@@ -192,9 +193,9 @@ class TemporalTransformer(nn.Module):
 class TemporalModule(nn.Module):
     """The unit inserted into the UNet; ``forward(x, num_frames)`` with x of shape ``(B*F, C, H, W)``."""
 
-    def __init__(self, dim: int, max_len: int, per_video: bool = False) -> None:
+    def __init__(self, dim: int, max_len: int, per_video: bool = False, attentions: int = 2) -> None:
         super().__init__()
-        self.temporal_transformer = TemporalTransformer(dim, max_len, per_video)
+        self.temporal_transformer = TemporalTransformer(dim, max_len, per_video, attentions)
 
     def forward(self, x: Tensor, num_frames: int) -> Tensor:
         return self.temporal_transformer(x, num_frames)

@@ -90,12 +90,13 @@ class RunPlan:
         if rows != self.frames:
             raise ParameterError("prompt", f"{rows} conditionings for {self.frames} frames: AND / composable "
                                  "prompts cannot be animated; remove AND from the prompt")
-        if self.travel is None:
-            return text_cond
-        keys = {k: _row(text_cond, k) for k in self.travel.keyframes}
-        method = str(self.params.prompt_interpolation.value)
-        per_frame = interpolate_conds(keys, self.frames, cyclic=self.cyclic, method=method)
-        return _stack_like(text_cond, per_frame)
+        return self.prompt_schedule().multi_cond(text_cond, self.cyclic)
+
+    def prompt_schedule(self) -> PromptSchedule:
+        """The prompt travel of this run as sd-webui-controlnet reads it (``AnimateDiffArgs.prompt_scheduler``):
+        its keyframes' prompts and this run's interpolation."""
+        keyframes = None if self.travel is None else {k: self.travel.prompt_at(k) for k in self.travel.keyframes}
+        return PromptSchedule(keyframes, str(self.params.prompt_interpolation.value))
 
     def denoise(self, denoiser: Denoiser, x: Tensor, sigma: Any, cond: Any, *, step: int,
                 set_window: Callable[[int], None], max_rows: int | None = None,
@@ -138,6 +139,26 @@ class RunPlan:
             if temporal is not None and set_temporal is not None:
                 set_temporal(None)
         return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
+
+
+@dataclass
+class PromptSchedule:
+    """Prompt travel in the form sd-webui-controlnet 1.1.455 uses for IP-Adapter prompt travel: it deep-copies
+    AnimateDiff's ``prompt_scheduler``, sets ``prompt_map`` to ``{keyframe: ""}`` for a unit's keyframes and
+    calls ``multi_cond(rows, closed_loop)`` on one row per frame. ``prompt_map``: frame -> prompt (None: no
+    travel); ``method``: "slerp" or "lerp" (the run's prompt interpolation)."""
+
+    prompt_map: dict[int, str] | None = None
+    method: str = "slerp"
+
+    def multi_cond(self, cond: Any, closed_loop: bool = False) -> Any:
+        """``cond`` (a tensor or an SDXL dict of tensors, one row per frame) with every row replaced by the
+        interpolation of the rows at the ``prompt_map`` frames (``closed_loop``: from the last back to the first
+        across the end; otherwise held before the first and after the last); unchanged without a map."""
+        if not self.prompt_map:
+            return cond
+        keys = {frame: _row(cond, frame) for frame in self.prompt_map}
+        return _stack_like(cond, interpolate_conds(keys, _rows(cond), cyclic=closed_loop, method=self.method))
 
 
 def _both(first: Callable[[list[int]], None] | None,

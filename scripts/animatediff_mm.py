@@ -1,5 +1,7 @@
-"""`scripts.animatediff_mm` names sd-webui-controlnet imports for SparseCtrl. SparseCtrl is not
-supported yet; constructing its wrapper says so instead of failing obscurely."""
+"""`scripts.animatediff_mm`: the names sd-webui-controlnet imports for SparseCtrl (`MotionWrapper`,
+`MotionModuleType`). ControlNet builds SparseCtrl's temporal layers through `MotionWrapper("", "",
+MotionModuleType.SparseCtrl)`; they are the engine's (`motion_module.sparsectrl`), grouped by the running
+AnimateDiff generation's frames."""
 
 
 import importlib
@@ -7,6 +9,7 @@ from enum import Enum
 from typing import Any
 
 from motion_module.errors import MotionModuleError
+from motion_module.sparsectrl import SparseCtrlMotion
 
 
 class MotionModuleType(Enum):
@@ -19,9 +22,15 @@ class MotionModuleType(Enum):
     SparseCtrl = "sparsectrl"
 
 
-class MotionWrapper:
+class MotionWrapper(SparseCtrlMotion):
+    """SparseCtrl's temporal layers; ControlNet then calls `load_state_dict(tensors, strict=True)`."""
+
     def __init__(self, mm_name: str = "", mm_hash: str = "", mm_type: Any = None) -> None:
-        raise MotionModuleError("SparseCtrl motion modules are not supported by this AnimateDiff extension yet")
+        if getattr(mm_type, "value", mm_type) != MotionModuleType.SparseCtrl.value:
+            raise MotionModuleError(f"MotionWrapper builds SparseCtrl's temporal layers only, not {mm_type}; "
+                                    "motion modules are chosen in the AnimateDiff panel")
+        super().__init__()
+        self.mm_name, self.mm_hash, self.mm_type = mm_name, mm_hash, MotionModuleType.SparseCtrl
 
 
 # WebUI loads this file under its own name; ControlNet imports it at run time as

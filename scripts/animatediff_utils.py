@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from motion_module.params import from_script_args, script_slice
+from motion_module.run import PromptSchedule
 
 logger = logging.getLogger("animatediff")
 
@@ -27,7 +28,7 @@ class AnimateDiffArgs:
     video_source: str | None = None
     mask_path: str | None = None
     is_i2i_batch: bool = False
-    prompt_scheduler: Any = None
+    prompt_scheduler: PromptSchedule | None = None  # IP-Adapter keyframes travel with it (run.PromptSchedule)
 
 
 def get_animatediff_arg(p: Any) -> AnimateDiffArgs | None:
@@ -40,10 +41,13 @@ def get_animatediff_arg(p: Any) -> AnimateDiffArgs | None:
             if args is None:
                 return None
             params = from_script_args(args)
-        frames = run.plan.frames if run is not None and run.plan is not None else params.frames
-        return AnimateDiffArgs(enable=params.enable, video_length=frames, batch_size=params.context,
-                               closed_loop=str(params.closed_loop.value), video_path=params.video_path,
-                               video_source=params.video_source, mask_path=params.mask_path)
+        plan = run.plan if run is not None else None
+        schedule = plan.prompt_schedule() if plan is not None else PromptSchedule(
+            method=str(params.prompt_interpolation.value))
+        return AnimateDiffArgs(enable=params.enable, video_length=plan.frames if plan else params.frames,
+                               batch_size=params.context, closed_loop=str(params.closed_loop.value),
+                               video_path=params.video_path, video_source=params.video_source,
+                               mask_path=params.mask_path, prompt_scheduler=schedule)
     except Exception:  # never break ControlNet's own processing
         logger.exception("AnimateDiff: could not read the AnimateDiff arguments for ControlNet")
         return None
