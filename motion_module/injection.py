@@ -261,6 +261,18 @@ def insert(sites: list[Site], mm: MotionModule, state: FrameState) -> Callable[[
     return restore
 
 
+def after_layers(sites: list[Site], mm: MotionModule, state: FrameState) -> dict[tuple[int, int], InsertedTemporal]:
+    """The same insertions without touching the UNet, for hosts that call a hook around every layer of a block
+    (Forge's block-inner modifiers): ``(id(block), i)`` -> the module that runs on the output of layer ``i``
+    of that block, i.e. where :func:`insert` would have put it (every site follows at least one layer)."""
+    table: dict[tuple[int, int], InsertedTemporal] = {}
+    for site in sites:
+        module = site.pick(mm)
+        assert module is not None and site.index >= 1
+        table[(id(site.block), site.index - 1)] = InsertedTemporal(module, state, site.name)
+    return table
+
+
 def _put_back(saved: list[tuple[nn.Module, dict[str, Any]]]) -> None:
     for block, modules in reversed(saved):
         object.__setattr__(block, "_modules", modules)
@@ -425,5 +437,5 @@ def injected(unet: nn.Module, motion_module: MotionModule, window: int,
         yield Injection(motion_module, state, [site.name for site in sites])
 
 
-__all__ = ["FrameState", "Injection", "cross_frame_groupnorm", "frame_chunks", "injected", "insert", "level_channels",
-           "plan_sites", "spatial_layers"]
+__all__ = ["FrameState", "Injection", "after_layers", "cross_frame_groupnorm", "frame_chunks", "injected", "insert",
+           "level_channels", "plan_sites", "spatial_layers"]

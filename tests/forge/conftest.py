@@ -40,6 +40,7 @@ class ForgeSession:
     log_path: Path
     data_dir: Path
     startup_s: float
+    startup_log_bytes: int  # the log up to the end of start-up (and the warm-up image)
 
     def client(self) -> WebUIClient:
         return WebUIClient(self.url, auth=AUTH)
@@ -87,8 +88,8 @@ def _launch(root: Path, model: ForgeModel, with_extension: bool) -> Iterator[For
             waited = wait_until_ready(forge, float(os.environ.get("ANIMATEDIFF_FORGE_STARTUP_TIMEOUT", "300")))
         except (RuntimeError, TimeoutError) as exc:
             pytest.fail(str(exc), pytrace=False)
-        session = ForgeSession(forge.url, forge.log_path, data_dir, waited)
-        session.client().txt2img(**tiny_txt2img(seed=0, steps=1))  # loads the model
+        WebUIClient(forge.url, auth=AUTH).txt2img(**tiny_txt2img(seed=0, steps=1))  # loads the model
+        session = ForgeSession(forge.url, forge.log_path, data_dir, waited, forge.log_path.stat().st_size)
         yield session
     finally:
         stop_webui(forge.process)

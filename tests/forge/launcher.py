@@ -70,11 +70,14 @@ def start_forge(forge_dir: Path, python: Path, data_dir: Path, model: ForgeModel
     return LaunchedWebUI(url=f"http://127.0.0.1:{port}", process=process, log_path=log_path)
 
 
-def tracebacks_from(log_path: Path, folder: str) -> list[str]:
-    """Every traceback block of the log with a frame in a file under ``folder`` (an extension's name)."""
+def tracebacks_from(log_path: Path, folder: str, upto: int | None = None) -> list[str]:
+    """Every traceback block of the log (its first ``upto`` bytes) with a frame in a file under ``folder`` (an
+    extension's name)."""
     blocks: list[list[str]] = []
     current: list[str] | None = None
-    for line in log_path.read_text(encoding="utf-8", errors="replace").splitlines():
+    with open(log_path, "rb") as log:
+        text = log.read(upto if upto is not None else -1).decode("utf-8", "replace")
+    for line in text.splitlines():
         if "Traceback (most recent call last)" in line or line.startswith("*** Error"):
             current = [line]
             blocks.append(current)

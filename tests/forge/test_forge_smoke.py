@@ -18,7 +18,7 @@ from .launcher import EXTENSION_NAME, tracebacks_from
 def test_forge_loads_our_scripts_without_errors(forge: WebUIClient, forge_session: ForgeSession) -> None:
     for tab in ("txt2img", "img2img"):
         assert "animatediff" in forge.script_names(tab), forge.script_names(tab)
-    errors = tracebacks_from(forge_session.log_path, EXTENSION_NAME)
+    errors = tracebacks_from(forge_session.log_path, EXTENSION_NAME, forge_session.startup_log_bytes)
     assert not errors, "tracebacks from this extension in Forge's log:\n" + "\n\n".join(errors)
     routes = forge.get("/animatediff/v1/memory")  # our API routes are registered
     assert isinstance(routes["models"], list), routes
