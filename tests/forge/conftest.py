@@ -8,6 +8,8 @@ Environment (nothing set: every test in tests/forge is skipped):
   process group is killed at the end; its log is shown under any failing test of this tier.
 * ``ANIMATEDIFF_FORGE_PYTHON``: Forge's interpreter (default ``<dir>/venv/bin/python``).
 * ``ANIMATEDIFF_FORGE_STARTUP_TIMEOUT``: seconds to wait for the API (default 300).
+* ``ANIMATEDIFF_WEBUI_DIR`` (optional, as in tests/webui): an A1111 1.10 install; the fidelity tests launch it too
+  (``a1111`` fixture, without ControlNet) to compare the same request on both hosts; unset: those tests are skipped.
 
 ``plain_forge`` launches a second Forge without this extension (only when a test asks for it), the reference for
 "AnimateDiff off changes nothing".
@@ -19,12 +21,23 @@ import os
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.fixtures.motion_modules import build_state_dict, write_checkpoint
 from tests.webui.client import WebUIClient, tiny_txt2img
-from tests.webui.launcher import log_tail, resolve_python, stop_webui, wait_until_ready
+from tests.webui.launcher import (
+    free_port,
+    launch_command,
+    link_extension,
+    log_tail,
+    repo_root,
+    resolve_python,
+    start_webui,
+    stop_webui,
+    wait_until_ready,
+)
 
 from .launcher import ForgeModel, build_model, prepare_data_dir, start_forge
 
@@ -32,6 +45,7 @@ HERE = Path(__file__).resolve().parent
 AUTH = ("animatediff", "forge-tier-secret")  # --api-auth of a launched Forge
 SKIP_REASON = "live Forge tier off: set ANIMATEDIFF_FORGE_DIR=/path/to/stable-diffusion-webui-forge (launches one)"
 _logs: list[Path] = []  # shown under failing tests
+MEASURED: list[str] = []  # measurements printed in the terminal summary (tests/forge/test_fidelity.py)
 
 
 @dataclass
@@ -67,6 +81,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
         for log in _logs:
             report.sections.append((f"Forge log tail ({log})", log_tail(log)))
     return report
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    for line in MEASURED:
+        terminalreporter.write_line(line)
 
 
 @pytest.fixture(scope="session")
@@ -105,6 +124,32 @@ def forge_session(tmp_path_factory: pytest.TempPathFactory, forge_model: ForgeMo
 def plain_forge(tmp_path_factory: pytest.TempPathFactory, forge_model: ForgeModel) -> Iterator[ForgeSession]:
     """A second Forge without this extension: the reference a plain generation must match byte for byte."""
     yield from _launch(tmp_path_factory.mktemp("forge-plain"), forge_model, with_extension=False)
+
+
+@pytest.fixture(scope="session")
+def a1111(tmp_path_factory: pytest.TempPathFactory, forge_model: ForgeModel) -> Iterator[WebUIClient]:
+    """An A1111 WebUI (``ANIMATEDIFF_WEBUI_DIR``) with this extension and the same tiny checkpoint, for comparing
+    the hosts; skipped when the variable is unset."""
+    value = os.environ.get("ANIMATEDIFF_WEBUI_DIR", "").strip()
+    if not value:
+        pytest.skip("comparing with A1111 needs ANIMATEDIFF_WEBUI_DIR (an A1111 1.10 install) too")
+    webui_dir, root = Path(value).expanduser().resolve(), tmp_path_factory.mktemp("a1111")
+    data_dir, port = root / "data", free_port()
+    link_extension(data_dir, repo_root())
+    command = launch_command(resolve_python(webui_dir, os.environ), forge_model.checkpoint, data_dir, port,
+                             ["--api-auth", ":".join(AUTH)])
+    webui = start_webui(webui_dir, command, port, root / "webui.log")
+    _logs.append(webui.log_path)
+    try:
+        try:
+            wait_until_ready(webui, float(os.environ.get("ANIMATEDIFF_WEBUI_STARTUP_TIMEOUT", "300")))
+        except (RuntimeError, TimeoutError) as exc:
+            pytest.fail(str(exc), pytrace=False)
+        client = WebUIClient(webui.url, auth=AUTH)
+        client.txt2img(**tiny_txt2img(seed=0, steps=1))
+        yield client
+    finally:
+        stop_webui(webui.process)
 
 
 @pytest.fixture
