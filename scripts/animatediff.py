@@ -8,6 +8,7 @@ re-raises errors hooks swallowed; postprocess calls `publish.publish_videos` (wh
 import datetime
 import logging
 import sys
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,16 +103,15 @@ def _guard(p: Any, run: Run) -> None:
 def _sample(p: Any, run: Run, call: Any) -> Any:
     plan = run.plan
     assert plan is not None
-    if forge.is_forge(p.sd_model):  # the UNet is patched per sampling (process_before_every_sampling)
-        try:
-            with forge.forge_patch(p.sd_model, run.module, plan.context, plan.schedule.alphas_cumprod(),
-                                   plan.motion_scales()) as run.patch:
-                return _raise_or(run, call())
-        finally:
-            run.patch = None
-    host, scale = Host(unet=p.sd_model.model.diffusion_model, schedule_owner=p.sd_model), plan.motion_scales()
+    schedule, scale = plan.schedule.alphas_cumprod(), plan.motion_scales()
     loras = lora.active_motion_loras(sys.modules.get("networks"), cached=bool(opt("animatediff_keep_models")))
-    with animatediff_patch(host, run.module, plan.context, plan.schedule.alphas_cumprod(), scale, loras) as patch:
+    owner: AbstractContextManager[HostPatch]
+    if forge.is_forge(p.sd_model):  # Forge: the UNet is patched per sampling (process_before_every_sampling)
+        owner = forge.forge_patch(p.sd_model, run.module, plan.context, schedule, scale, loras)
+    else:
+        host = Host(unet=p.sd_model.model.diffusion_model, schedule_owner=p.sd_model)
+        owner = animatediff_patch(host, run.module, plan.context, schedule, scale, loras)
+    with owner as patch:
         run.patch, run.hints = patch, None
         try:
             if isinstance(p, StableDiffusionProcessingImg2Img):

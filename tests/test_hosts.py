@@ -14,6 +14,7 @@ from motion_module.errors import HostUnsupportedError
 from motion_module.hosts import forge
 from motion_module.injection import FrameState, after_layers, injected, plan_sites
 from motion_module.instance_forward import wrap_instance_forward
+from motion_module.lora import MotionLora
 from motion_module.params import AnimateDiffParams
 from motion_module.run import HostState, check_host
 from motion_module.schedules import alphas_cumprod
@@ -82,22 +83,28 @@ def test_forge_patch_swaps_the_predictor_schedule_and_puts_the_same_tensors_back
         patch.set_attribute(sd_model, "x", 1)
 
 
-def test_forge_refuses_by_name() -> None:
-    with pytest.raises(HostUnsupportedError, match="not supported on Forge yet: FreeInit") as caught:
-        check_host(HostState(forge=True), AnimateDiffParams(freeinit_enable=True))
-    assert caught.value.status_code == 422 and "FreeInit" in caught.value.detail
-    for state, params, what in [(HostState(forge=True, img2img=True), AnimateDiffParams(), "img2img"),
-                                (HostState(forge=True, hires=True), AnimateDiffParams(), "hires fix"),
-                                (HostState(forge=True), AnimateDiffParams(freenoise=True), "FreeNoise"),
-                                (HostState(forge=True), AnimateDiffParams(video_source="a.mp4"), "video input")]:
-        assert forge.unsupported(state, params) is not None and what in str(forge.unsupported(state, params))
-    assert forge.unsupported(HostState(forge=True), AnimateDiffParams()) is None
-    check_host(HostState(img2img=True), AnimateDiffParams())  # A1111: fine
-    with pytest.raises(HostUnsupportedError, match="cross-frame GroupNorm"):
-        forge.check_module(make_mm("v1").spec)
+def test_forge_refuses_by_name(sd15: nn.Module) -> None:
+    with pytest.raises(HostUnsupportedError, match="not supported on Forge yet: video input") as caught:
+        check_host(HostState(forge=True), AnimateDiffParams(video_source="clip.mp4"))
+    assert caught.value.status_code == 422 and "video input" in caught.value.detail
+    assert "video input" in str(forge.unsupported(HostState(forge=True), AnimateDiffParams(video_path="frames")))
+    for state, params in [(HostState(forge=True), AnimateDiffParams()),  # what runs on Forge: not refused
+                          (HostState(forge=True, img2img=True), AnimateDiffParams()),
+                          (HostState(forge=True, hires=True), AnimateDiffParams()),
+                          (HostState(forge=True), AnimateDiffParams(freenoise=True, freeinit_enable=True))]:
+        assert forge.unsupported(state, params) is None
+        check_host(state, params)
+    check_host(HostState(), AnimateDiffParams(video_source="clip.mp4"))  # A1111: fine
     with pytest.raises(HostUnsupportedError, match="SDXL"):
         forge.check_module(make_mm("sdxl", "sdxl").spec)
-    forge.check_module(make_mm("v3").spec)
+    for family in ("v1", "v2", "v3"):
+        forge.check_module(make_mm(family).spec)
+    patcher = SimpleNamespace(model=SimpleNamespace(diffusion_model=sd15, predictor=None))
+    sd_model = SimpleNamespace(forge_objects=SimpleNamespace(unet=patcher))
+    motion_lora = MotionLora("v2_lora_ZoomIn", {})  # refused before its layers are read
+    with pytest.raises(HostUnsupportedError, match=f"motion LoRAs \\({motion_lora.name}\\)"):
+        with forge.forge_patch(sd_model, make_mm("v2"), 8, None, 1.0, [(motion_lora, 0.8)]):
+            pass
 
 
 def test_missing_patcher_methods_are_named() -> None:

@@ -9,7 +9,9 @@ every sampling, so nothing is inserted into it. Per sampling (the script's ``pro
   (:func:`injection.after_layers`): the same computation as inserting it;
 * a UNet function wrapper that runs :meth:`RunPlan.denoise` (context windows, motion-module windows, per-frame
   motion scales), chained over a wrapper another extension set;
-* the motion module as an extra torch module (``cast_to_unet_dtype=False``), so Forge's memory manager moves it.
+* the motion module as an extra torch module (``cast_to_unet_dtype=False``), so Forge's memory manager moves it;
+* for V1-type modules (``spec.cross_frame_groupnorm``), a group-norm wrapper: the ResBlocks' and the output's
+  GroupNorm pool their statistics over the frames of each video (:func:`injection.group_norm_across_frames`).
 
 The beta schedule: Forge never reads ``add_alphas_cumprod_modifier``'s option, and its samplers read the sigmas of
 ``unet.model.predictor`` live (``ForgeScheduleLinker``), so :func:`forge_patch` swaps the predictor's
@@ -29,7 +31,8 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import HostUnsupportedError
-from ..injection import FrameState, Injection, InsertedTemporal, after_layers, plan_sites
+from ..injection import FrameState, Injection, InsertedTemporal, after_layers, group_norm_across_frames, plan_sites
+from ..lora import MotionLora
 from ..model import MotionModule
 from ..patch import HostPatch, _swap_schedule
 from ..weights import follow_host
@@ -57,18 +60,15 @@ def forge_unet(sd_model: Any) -> nn.Module | None:
 
 def unsupported(state: HostState, params: AnimateDiffParams) -> str | None:
     """What of this request AnimateDiff cannot do on Forge yet (None: nothing). Checked before sampling."""
-    checks = ((state.img2img, "img2img"), (state.hires, "hires fix"), (params.freeinit_enable, "FreeInit"),
-              (params.freenoise, "FreeNoise"), (bool(params.video_source or params.video_path),
-                                                 "video input (video_source / video_path, V2V)"))
-    return next((what for flag, what in checks if flag), None)
+    if params.video_source or params.video_path:
+        return "video input (video_source / video_path, V2V)"
+    return None
 
 
 def check_module(spec: MotionModuleSpec) -> None:
     """Refuse the motion-module families this adapter does not run on Forge yet."""
     if spec.base != "sd15":
         raise HostUnsupportedError(HOST, f"{spec.family} motion modules (SDXL); use an SD1.5 checkpoint and module")
-    if spec.cross_frame_groupnorm:
-        raise HostUnsupportedError(HOST, f"{spec.family} motion modules (cross-frame GroupNorm)")
 
 
 def require(patcher: Any, names: Sequence[str] = PATCHER_METHODS) -> None:
@@ -94,9 +94,10 @@ def schedule_buffers(alphas_cumprod: Tensor, predictor: nn.Module) -> dict[str, 
 class ForgePatch(HostPatch):
     """The handle of :func:`forge_patch`: the injection state plus the Forge-specific per-sampling step."""
 
-    def __init__(self, stack: ExitStack, injection: Injection, table: dict[tuple[int, int], InsertedTemporal]) -> None:
+    def __init__(self, stack: ExitStack, injection: Injection, state: FrameState,
+                 table: dict[tuple[int, int], InsertedTemporal]) -> None:
         super().__init__(stack, injection)
-        self._table = table
+        self._state, self._table = state, table
         self.step = 0  # the sampler's denoiser step (set per call from on_cfg_denoiser)
 
     def apply(self, forge_objects: Any, plan: RunPlan, max_rows: int | None,
@@ -131,6 +132,10 @@ class ForgePatch(HostPatch):
 
         clone.add_block_inner_modifier(modifier)
         clone.set_model_unet_function_wrapper(wrapper)
+        if injection.spec.cross_frame_groupnorm:
+            require(patcher, ("set_group_norm_wrapper",))
+            state = self._state
+            clone.set_group_norm_wrapper(lambda norm, x, options: group_norm_across_frames(norm, x, state.window))
         clone.add_extra_torch_module_during_sampling(injection.motion_module, cast_to_unet_dtype=False)
         self.set_attribute(forge_objects, "unet", clone)
         return clone
@@ -138,9 +143,14 @@ class ForgePatch(HostPatch):
 
 @contextmanager
 def forge_patch(sd_model: Any, motion_module: MotionModule, window: int, alphas_cumprod: Tensor | None = None,
-                motion_scale: float | Sequence[float] = 1.0) -> Iterator[ForgePatch]:
+                motion_scale: float | Sequence[float] = 1.0,
+                motion_loras: Sequence[tuple[MotionLora, float]] = ()) -> Iterator[ForgePatch]:
     """All Forge changes of one AnimateDiff run (the beta schedule now, the patched UNet per sampling through
-    :meth:`ForgePatch.apply`); undone in reverse order when the block ends."""
+    :meth:`ForgePatch.apply`); undone in reverse order when the block ends. ``motion_loras`` (from the prompt) are
+    refused: Forge's Lora extension gives every network strength 1 and loads the file into the UNet itself."""
+    if motion_loras:
+        names = ", ".join(lora.name for lora, _ in motion_loras)
+        raise HostUnsupportedError(HOST, f"motion LoRAs ({names}); remove <lora:...> of a motion LoRA from the prompt")
     unet = forge_unet(sd_model)
     if unet is None:
         raise HostUnsupportedError(HOST, f"this model ({type(sd_model).__name__}) has no SD-family UNet")
@@ -154,7 +164,7 @@ def forge_patch(sd_model: Any, motion_module: MotionModule, window: int, alphas_
         if alphas_cumprod is not None:
             predictor = sd_model.forge_objects.unet.model.predictor
             stack.enter_context(_swap_schedule(predictor, schedule_buffers(alphas_cumprod, predictor)))
-        patch = ForgePatch(stack, injection, after_layers(sites, motion_module, state))
+        patch = ForgePatch(stack, injection, state, after_layers(sites, motion_module, state))
         stack.callback(patch.close)
         yield patch
 

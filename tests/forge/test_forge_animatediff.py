@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.webui.checks import assert_img2img_fades, assert_prompt_travel
 from tests.webui.client import (
     FRAMES_ONLY,
     WebUIClient,
@@ -68,6 +69,35 @@ def test_windows_and_prompt_travel_run(api: WebUIClient) -> None:
     assert int(np.abs(travel[9] - fixed[9]).max()) > 0
 
 
+def test_prompt_travel_gives_each_frame_its_keyframes_cond(api: WebUIClient) -> None:
+    """The A1111 tier's check, on Forge: frame by frame from the first keyframe's video to the second's (with
+    motion scale 0 each frame is exactly the still image of its own cond)."""
+    assert_prompt_travel(lambda prompt, scale: frames(api, {"motion_scale": scale}, prompt=prompt),
+                         frame_independent=True)
+
+
+def test_img2img_fades_the_init_and_last_images(api: WebUIClient) -> None:
+    """The A1111 tier's check, on Forge: the init image starts the video and fades out, the last image ends it."""
+    assert_img2img_fades(api, "tiny_v2.safetensors", frame_independent=True)
+
+
+def test_v1_freenoise_freeinit_and_hires_give_videos(api: WebUIClient) -> None:
+    """V1's cross-frame GroupNorm, FreeNoise, FreeInit and hires fix each give their video, other than without.
+    (Forge's API needs ``hr_additional_modules`` with hires fix: without it Forge itself fails, None is not a list.)"""
+    base = {"video_length": 10, "batch_size": 8, "overlap": 2}
+    plain = frames(api, base)
+    hires = {"enable_hr": True, "hr_scale": 1.5, "hr_upscaler": "Latent", "hr_second_pass_steps": 1,
+             "denoising_strength": 0.5, "hr_additional_modules": ["Use same choices"]}
+    for ad, extra in [({"model": "tiny_v1.safetensors"}, {}), ({"freenoise": True}, {}),
+                      ({"freeinit_enable": True, "freeinit_iters": 2}, {}), ({}, hires)]:
+        video = frames(api, {**base, **ad}, **extra)
+        assert len(video) == 10, (ad, len(video))
+        if "enable_hr" in extra:
+            assert video[0].shape == (96, 96, 3), video[0].shape
+        else:
+            assert max(int(np.abs(a - b).max()) for a, b in zip(video, plain)) > 10, ad
+
+
 def test_plain_txt2img_is_byte_identical_after_a_request(api: WebUIClient, plain_forge: ForgeSession) -> None:
     """Against Forge without this extension (whatever earlier requests of this session did)."""
     reference = png_bytes(plain_forge.client().txt2img(**tiny_txt2img(seed=11)))
@@ -76,8 +106,8 @@ def test_plain_txt2img_is_byte_identical_after_a_request(api: WebUIClient, plain
 
 
 @pytest.mark.parametrize(("ad", "what"), [
-    ({"freeinit_enable": True}, "FreeInit"),
-    ({"model": "tiny_v1.safetensors"}, "cross-frame GroupNorm"),
+    ({"video_source": "clip.mp4"}, "video input"),
+    ({"video_path": "frames"}, "video input"),
 ])
 def test_refusal_is_422_and_changes_nothing(api: WebUIClient, plain_forge: ForgeSession, ad: dict[str, Any],
                                             what: str) -> None:
