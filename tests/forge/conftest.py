@@ -161,7 +161,7 @@ def forge(forge_session: ForgeSession) -> WebUIClient:
 def module_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Tiny random motion modules for the tiny checkpoint (channels 32/64/128/128), as in tests/webui."""
     folder = tmp_path_factory.mktemp("animatediff-models")
-    for family in ("v1", "v2", "v3", "sdxl"):
+    for family in ("v1", "v2", "v3", "lightning", "sdxl"):  # the names tests/webui uses
         write_checkpoint(folder / f"tiny_{family}.safetensors", build_state_dict(family, seed=3), "safetensors")
     return folder
 
