@@ -225,6 +225,7 @@ class HostState:
     img2img: bool = False
     hires: bool = False
     forge: bool = False  # Stable Diffusion WebUI Forge (hosts/forge.py): what it cannot do yet is refused
+    controlnet_units: bool = False  # Forge: an enabled unit of its built-in ControlNet
 
 
 def check_host(state: HostState, params: AnimateDiffParams) -> None:

@@ -121,13 +121,21 @@ def _sample(p: Any, run: Run, call: Any) -> Any:
                     a1111.img2gif(p, run.params, patch, opt)
             if run.params.freenoise:  # the first draw of p.rng is the initial noise (txt2img and img2img)
                 patch.set_attribute(p, "rng", noise_source(p.rng, plan.context, plan.overlap, int(p.seeds[0])))
-            return _raise_or(run, _freeinit(p, run, patch, call) if run.params.freeinit_enable else call())
+            return _run(run, (lambda: _freeinit(p, run, patch, call)) if run.params.freeinit_enable else call)
         finally:
             run.patch = run.hints = None
 
 
-def _raise_or(run: Run, result: Any) -> Any:
-    if run.error is not None:  # an error a hook swallowed
+def _run(run: Run, call: Any) -> Any:
+    """``call()``; an error a hook recorded (WebUI swallows hook errors) is raised in any case, before whatever
+    failed after it (a refusal found in a hook, then another script's failure on the unrefused request)."""
+    try:
+        result = call()
+    except Exception as error:
+        if run.error is not None and run.error is not error:
+            raise run.error from error
+        raise
+    if run.error is not None:
         raise run.error
     return result
 

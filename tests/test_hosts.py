@@ -107,6 +107,14 @@ def test_forge_refuses_by_name(sd15: nn.Module) -> None:
             pass
 
 
+def test_enabled_controlnet_units_are_found() -> None:
+    """Forge's ControlNet arguments: its unit objects (``enabled`` attribute) or the API's dicts."""
+    assert forge.enabled_units([{"enabled": False}, SimpleNamespace(enabled=True)])
+    assert forge.enabled_units([{"enabled": True, "model": "x"}])
+    assert not forge.enabled_units([{"enabled": False}, SimpleNamespace(enabled=False), None])
+    assert not forge.enabled_units([])
+
+
 def test_missing_patcher_methods_are_named() -> None:
     class OldPatcher:
         def clone(self) -> OldPatcher:

@@ -20,7 +20,8 @@ I2I_BATCH_ATTR = "animatediff_i2i_batch_dir"  # set by scripts/animatediff_i2iba
 
 
 def controlnet_script(p: Any) -> Any:
-    """sd-webui-controlnet's always-on script of ``p``, or None."""
+    """The always-on ControlNet script of ``p`` (sd-webui-controlnet; Forge's built-in one has the same title), or
+    None."""
     return next((s for s in getattr(p.scripts, "alwayson_scripts", []) if s.title().lower() == "controlnet"), None)
 
 

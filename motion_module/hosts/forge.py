@@ -62,7 +62,16 @@ def unsupported(state: HostState, params: AnimateDiffParams) -> str | None:
     """What of this request AnimateDiff cannot do on Forge yet (None: nothing). Checked before sampling."""
     if params.video_source or params.video_path:
         return "video input (video_source / video_path, V2V)"
+    if state.controlnet_units:
+        return "ControlNet units (Forge's built-in ControlNet; per-frame hints)"
     return None
+
+
+def enabled_units(script_args: Sequence[Any]) -> bool:
+    """Any enabled unit among the ControlNet script's arguments (Forge's ``ControlNetUnit`` objects, or the API's
+    dicts)."""
+    return any(bool(unit.get("enabled")) if isinstance(unit, dict) else bool(getattr(unit, "enabled", False))
+               for unit in script_args)
 
 
 def check_module(spec: MotionModuleSpec) -> None:
@@ -169,5 +178,5 @@ def forge_patch(sd_model: Any, motion_module: MotionModule, window: int, alphas_
         yield patch
 
 
-__all__ = ["ForgePatch", "check_module", "forge_patch", "forge_unet", "is_forge", "require", "schedule_buffers",
-           "unsupported"]
+__all__ = ["ForgePatch", "check_module", "enabled_units", "forge_patch", "forge_unet", "is_forge", "require",
+           "schedule_buffers", "unsupported"]

@@ -22,6 +22,7 @@ from tests.webui.client import (
     expect_error,
     frame_pixels,
     gif_frames,
+    png_b64,
     png_bytes,
     tiny_txt2img,
     videos,
@@ -131,6 +132,24 @@ def test_forge_is_restored_after_a_failure_and_an_interrupt(api: WebUIClient, pl
     worker.join(timeout=600)
     assert not worker.is_alive() and result, result
     assert png_bytes(api.txt2img(**tiny_txt2img(seed=13))) == reference, "the interrupt left Forge changed"
+
+
+def test_controlnet_unit_is_refused_before_controlnet_runs(api: WebUIClient, plain_forge: ForgeSession,
+                                                         forge_session: ForgeSession) -> None:
+    """An enabled unit of Forge's built-in ControlNet: HTTP 422 naming it, found before any script's process()
+    (so ControlNet never runs), and a plain generation afterwards is unchanged."""
+    models = [m for m in api.get("/controlnet/model_list")["model_list"] if m.startswith("tiny-controlnet")]
+    assert models, api.get("/controlnet/model_list")
+    reference = png_bytes(plain_forge.client().txt2img(**tiny_txt2img(seed=14)))
+    payload = ad_payload({"video_length": 4, "batch_size": 4})
+    unit = {"enabled": True, "module": "None", "model": models[0], "image": png_b64((200, 30, 30))}
+    payload["alwayson_scripts"]["ControlNet"] = {"args": [unit]}
+    ran = forge_session.log_path.read_text(encoding="utf-8", errors="replace").count("Using preprocessor")
+    body = expect_error(api, payload, "not supported on Forge yet", "ControlNet units")
+    assert "HTTP 422" in body, body
+    log = forge_session.log_path.read_text(encoding="utf-8", errors="replace")
+    assert log.count("Using preprocessor") == ran, "ControlNet's process() ran: the refusal came too late"
+    assert png_bytes(api.txt2img(**tiny_txt2img(seed=14))) == reference, "the refusal left Forge changed"
 
 
 @pytest.mark.parametrize(("ad", "what"), [
