@@ -86,3 +86,13 @@ def naming(field: str | None) -> Iterator[None]:
 
 class InterpolationError(AnimateDiffError):
     """Frame interpolation cannot run (weights missing or unusable, FILM unavailable); the video is saved without."""
+
+
+class HostUnsupportedError(AnimateDiffError, ValueError):
+    """This WebUI (host) cannot do what the request asks, yet; the message names the host and what (HTTP 422)."""
+
+    http_status = 422
+
+    def __init__(self, host: str, what: str) -> None:
+        super().__init__(f"AnimateDiff: not supported on {host} yet: {what}")
+        self.host, self.what = host, what

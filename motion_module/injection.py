@@ -274,6 +274,18 @@ def insert(sites: list[Site], mm: MotionModule, state: FrameState) -> Callable[[
     return restore
 
 
+def after_layers(sites: list[Site], mm: MotionModule, state: FrameState) -> dict[tuple[int, int], InsertedTemporal]:
+    """The same insertions without touching the UNet, for hosts that call a hook around every layer of a block
+    (Forge's block-inner modifiers): ``(id(block), i)`` -> the module that runs on the output of layer ``i``
+    of that block, i.e. where :func:`insert` would have put it (every site follows at least one layer)."""
+    table: dict[tuple[int, int], InsertedTemporal] = {}
+    for site in sites:
+        module = site.pick(mm)
+        assert module is not None and site.index >= 1
+        table[(id(site.block), site.index - 1)] = InsertedTemporal(module, state, site.name)
+    return table
+
+
 def _put_back(saved: list[tuple[nn.Module, dict[str, Any]]]) -> None:
     for block, modules in reversed(saved):
         object.__setattr__(block, "_modules", modules)
@@ -372,16 +384,22 @@ class Injection:
         self._state.temporal = temporal
 
 
+def group_norm_across_frames(norm: nn.GroupNorm, x: Tensor, frames: int) -> Tensor:
+    """``norm(x)`` in float32 with statistics pooled over the ``frames`` consecutive rows of each video (one
+    row's statistics when ``frames`` is 1 or does not divide the rows): V1/HotShot's UNet GroupNorm."""
+    weight, bias = (None if t is None else t.to(x.device, torch.float32) for t in (norm.weight, norm.bias))
+    rows = x.shape[0]
+    if frames <= 1 or rows % frames:
+        return F.group_norm(x.float(), norm.num_groups, weight, bias, norm.eps).type(x.dtype)
+    # (B*F, C, ...) -> (B, C, F, ...): statistics pooled over the frames of each video.
+    video = x.float().reshape(rows // frames, frames, *x.shape[1:]).transpose(1, 2)
+    out = F.group_norm(video, norm.num_groups, weight, bias, norm.eps)
+    return out.transpose(1, 2).reshape(x.shape).type(x.dtype)
+
+
 def _cross_frame_forward(state: FrameState) -> Any:
     def forward(self: nn.GroupNorm, x: Tensor) -> Tensor:
-        frames = state.window
-        rows = x.shape[0]
-        if frames <= 1 or rows % frames:
-            return F.group_norm(x.float(), self.num_groups, self.weight, self.bias, self.eps).type(x.dtype)
-        # (B*F, C, ...) -> (B, C, F, ...): statistics pooled over the frames of each video.
-        video = x.float().reshape(rows // frames, frames, *x.shape[1:]).transpose(1, 2)
-        out = F.group_norm(video, self.num_groups, self.weight, self.bias, self.eps)
-        return out.transpose(1, 2).reshape(x.shape).type(x.dtype)
+        return group_norm_across_frames(self, x, state.window)
 
     return forward
 
@@ -440,5 +458,6 @@ def injected(unet: nn.Module, motion_module: MotionModule, window: int,
         yield Injection(motion_module, state, [site.name for site in sites])
 
 
-__all__ = ["FrameState", "Injection", "cross_frame_groupnorm", "frame_chunks", "injected", "insert", "level_channels",
-           "plan_sites", "running_state", "spatial_layers", "temporal_forward"]
+__all__ = ["FrameState", "Injection", "after_layers", "cross_frame_groupnorm", "frame_chunks",
+           "group_norm_across_frames", "injected", "insert", "level_channels", "plan_sites", "running_state",
+           "spatial_layers", "temporal_forward"]

@@ -6,38 +6,36 @@ One engine call per hook: before_process plans the video input (`controlnet.prep
 re-raises errors hooks swallowed; postprocess calls `publish.publish_videos` (which also interpolates frames)."""
 
 import datetime
-import importlib
 import logging
 import sys
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
-import numpy as np
 import torch
-from modules import devices, images, paths, script_callbacks, scripts, sd_samplers, sd_unet, shared
-from modules.processing import Processed, StableDiffusionProcessingImg2Img, images_tensor_to_samples
-from modules.sd_samplers_common import approximation_indexes
+from modules import devices, paths, script_callbacks, scripts, sd_samplers, shared
+from modules.processing import Processed, StableDiffusionProcessingImg2Img
 from modules.ui_components import InputAccordion, ToolButton
 
-from motion_module import controlnet, lora, nesting, settings, ui_spec
+from motion_module import controlnet, hosts, lora, nesting, settings, ui_spec
 from motion_module import infotext as mm_infotext
 from motion_module.freeinit import FreeInitConfig, freeinit_sample
 from motion_module.freenoise import noise_source
+from motion_module.hosts import a1111, forge
 from motion_module.injection import level_channels
-from motion_module.latent_init import img2gif_latents
 from motion_module.model_files import list_motion_modules, model_root
 from motion_module.param_fields import FIELDS, XYZ_ATTRIBUTE
 from motion_module.params import AnimateDiffParams, from_script_args, selectable_script_runs
 from motion_module.patch import Host, HostPatch, animatediff_patch
 from motion_module.publish import InterpHost, publish_videos, report, video_job
 from motion_module.request_guard import drop_copied_guard, guard
-from motion_module.run import HostState, RunPlan, check_host, prepare_request
+from motion_module.run import RunPlan, check_host, prepare_request
 
 logger = logging.getLogger("animatediff")
 EXTENSION_DIR = Path(__file__).resolve().parent.parent
-STATE_ATTR, I2I_BATCH_ATTR = "animatediff_run", "animatediff_i2i_batch_dir"
+STATE_ATTR = "animatediff_run"
 
 
 def opt(key: str, default: Any = None) -> Any:  # opts.data: works before the settings page registers ours
@@ -66,47 +64,23 @@ class Run:
     notes: list[str] = field(default_factory=list)
 
 
-def _host_state(p: Any) -> HostState:
-    unet, hires = getattr(getattr(p.sd_model, "model", None), "diffusion_model", None), bool(getattr(p, "enable_hr", 0))
-    return HostState(
-        upscale_button=bool(getattr(p, "txt2img_upscale", False)), custom_unet=sd_unet.current_unet is not None,
-        no_unet=bool(getattr(p.sd_model, "is_sd3", False)) or not hasattr(unet, "input_blocks"),
-        refiner=bool(getattr(p, "refiner_checkpoint", None)) and getattr(p, "refiner_switch_at", 1.0) < 1.0,
-        hires=hires, img2img=isinstance(p, StableDiffusionProcessingImg2Img),
-        hires_checkpoint=hires and getattr(p, "hr_checkpoint_name", None) not in (None, "", "Use same checkpoint"))
-
-
-def _controlnet_script(p: Any) -> Any:
-    return next((s for s in getattr(p.scripts, "alwayson_scripts", []) if s.title().lower() == "controlnet"), None)
-
-
-def _video_input(p: Any, run: Run) -> None:
-    """ControlNet units, video source and img2img batch frames: edit the units and fix the video length."""
-    cn, args = _controlnet_script(p), list(p.script_args)
-    slots = controlnet.unit_slots(args, cn.args_from, cn.args_to, importlib.import_module(
-        "scripts.external_code").to_processing_unit) if cn else []
-    batch_dir, roots = getattr(p, I2I_BATCH_ATTR, None), settings.input_roots(opt, Path(paths.data_path))
-    run.v2v = controlnet.prepare(run.params, slots, work_dir=lambda: controlnet.work_folder(p), allowed_roots=roots,
-                                 i2i_batch_dir=batch_dir, init_frames=len(p.init_images) if batch_dir else 0,
-                                 batch_mode=importlib.import_module("scripts.enums").InputMode.BATCH if cn else None)
-    run.params = run.params.replace_field("video_length", run.v2v.frames)
-    run.notes += run.v2v.notes
-    if run.v2v.units:
-        p.script_args = [run.v2v.units.get(i, arg) for i, arg in enumerate(args)]
-    if batch_dir:
-        p.init_images = p.init_images[:run.v2v.frames]
-
-
 def _prepare(p: Any, run: Run) -> None:
-    check_host(host := _host_state(p), run.params)
-    _video_input(p, run)
+    model = hosts.loaded_model(p)  # Forge loads the checkpoint only after before_process
+    check_host(host := hosts.host_state(p, model), run.params)  # Forge: what it cannot do yet is refused here
+    if not host.forge:  # Forge: video input is refused above
+        run.v2v = a1111.video_input(p, run.params, settings.input_roots(opt, Path(paths.data_path)))
+        run.params = run.params.replace_field("video_length", run.v2v.frames)
+        run.notes += run.v2v.notes
     prompt = p.prompt if isinstance(p.prompt, str) else ""
     ready = prepare_request(  # fp8_storage: a request's override is applied by WebUI only after before_process
         run.params, prompt=prompt, n_iter=p.n_iter, img2img=host.img2img, device=devices.device,
-        base="sdxl" if getattr(p.sd_model, "is_sdxl", False) else "sd15", cached=bool(opt("animatediff_keep_models")),
-        channels=level_channels(p.sd_model.model.diffusion_model), scheduler=str(getattr(p, "scheduler", "") or ""),
-        model_root=models_root(), steps=int(p.steps or 20), cfg_scale=float(p.cfg_scale), dtype=devices.dtype_unet,
-        sampler=str(p.sampler_name or ""), fp8_storage=p.override_settings.get("fp8_storage", opt("fp8_storage")))
+        base="sdxl" if getattr(model, "is_sdxl", False) else "sd15", cached=bool(opt("animatediff_keep_models")),
+        channels=level_channels(hosts.host_unet(model, required=True)), model_root=models_root(),
+        scheduler=str(getattr(p, "scheduler", "") or ""), steps=int(p.steps or 20), cfg_scale=float(p.cfg_scale),
+        dtype=devices.dtype_unet, sampler=str(p.sampler_name or ""),
+        fp8_storage=p.override_settings.get("fp8_storage", opt("fp8_storage")))
+    if host.forge:
+        forge.check_module(ready.module.spec)
     run.module, run.plan, p.batch_size = ready.module, ready.plan, ready.plan.frames
     if ready.prompts is not None:
         run.original_prompt, p.prompt = prompt, ready.prompts
@@ -129,24 +103,41 @@ def _guard(p: Any, run: Run) -> None:
 def _sample(p: Any, run: Run, call: Any) -> Any:
     plan = run.plan
     assert plan is not None
-    host, scale = Host(unet=p.sd_model.model.diffusion_model, schedule_owner=p.sd_model), plan.motion_scales()
+    schedule, scale = plan.schedule.alphas_cumprod(), plan.motion_scales()
     loras = lora.active_motion_loras(sys.modules.get("networks"), cached=bool(opt("animatediff_keep_models")))
-    with animatediff_patch(host, run.module, plan.context, plan.schedule.alphas_cumprod(), scale, loras) as patch:
+    owner: AbstractContextManager[HostPatch]
+    if forge.is_forge(p.sd_model):  # Forge: the UNet is patched per sampling (process_before_every_sampling)
+        owner = forge.forge_patch(p.sd_model, run.module, plan.context, schedule, scale, loras)
+    else:
+        host = Host(unet=p.sd_model.model.diffusion_model, schedule_owner=p.sd_model)
+        owner = animatediff_patch(host, run.module, plan.context, schedule, scale, loras)
+    with owner as patch:
         run.patch, run.hints = patch, None
         try:
             if isinstance(p, StableDiffusionProcessingImg2Img):
                 # img2img built its sampler in p.init(), with k-diffusion sigmas from the old schedule
                 patch.set_attribute(p, "sampler", sd_samplers.create_sampler(p.sampler_name, p.sd_model))
                 if len(p.init_images) == 1 and p.init_latent is not None:  # one image for all frames
-                    _img2gif(p, run.params, patch)
+                    a1111.img2gif(p, run.params, patch, opt)
             if run.params.freenoise:  # the first draw of p.rng is the initial noise (txt2img and img2img)
                 patch.set_attribute(p, "rng", noise_source(p.rng, plan.context, plan.overlap, int(p.seeds[0])))
-            result = _freeinit(p, run, patch, call) if run.params.freeinit_enable else call()
-            if run.error is not None:
-                raise run.error
-            return result
+            return _run(run, (lambda: _freeinit(p, run, patch, call)) if run.params.freeinit_enable else call)
         finally:
             run.patch = run.hints = None
+
+
+def _run(run: Run, call: Any) -> Any:
+    """``call()``; an error a hook recorded (WebUI swallows hook errors) is raised in any case, before whatever
+    failed after it (a refusal found in a hook, then another script's failure on the unrefused request)."""
+    try:
+        result = call()
+    except Exception as error:
+        if run.error is not None and run.error is not error:
+            raise run.error from error
+        raise
+    if run.error is not None:
+        raise run.error
+    return result
 
 
 def _freeinit(p: Any, run: Run, patch: HostPatch, call: Any) -> Any:
@@ -160,19 +151,6 @@ def _freeinit(p: Any, run: Run, patch: HostPatch, call: Any) -> Any:
     return freeinit_sample(one_pass, p.rng, config, interrupted=lambda: bool(shared.state.interrupted))
 
 
-def _img2gif(p: Any, params: AnimateDiffParams, patch: HostPatch) -> None:
-    """Blend the init image (and an optional last frame) into per-frame noise (features.md §3.9)."""
-    last = None
-    if params.last_frame is not None:
-        image = images.resize_image(p.resize_mode, params.last_frame.convert("RGB"), p.width, p.height)
-        pixels = torch.from_numpy(np.array(image).astype(np.float32) / 255.0).permute(2, 0, 1).unsqueeze(0)
-        method = approximation_indexes.get(opt("sd_vae_encode_method", "Full"))
-        last = images_tensor_to_samples(pixels.to(shared.device, dtype=devices.dtype_vae), method, p.sd_model)[0]
-    latents = img2gif_latents(p.init_latent, params, seed=int(p.seeds[0]), last=last)
-    if latents is not None:
-        patch.set_attribute(p, "init_latent", latents)
-
-
 def on_cfg_denoiser(params: Any) -> None:
     """Per sampler call: the windowed inner model (once per inner model), per-frame travel conds."""
     denoiser = params.denoiser
@@ -180,7 +158,10 @@ def on_cfg_denoiser(params: Any) -> None:
     if run is None or run.patch is None or run.plan is None:
         return
     try:
-        run.patch.wrap_forward(denoiser.inner_model, lambda inner: _windowed(inner, denoiser, run))
+        if isinstance(run.patch, forge.ForgePatch):
+            run.patch.step = int(getattr(denoiser, "step", 0))
+        else:
+            run.patch.wrap_forward(denoiser.inner_model, lambda inner: _windowed(inner, denoiser, run))
         params.text_cond = run.plan.frame_conds(params.text_cond)
     except Exception as error:  # raised from the inner model / p.sample, not swallowed by WebUI
         logger.exception("AnimateDiff")
@@ -195,7 +176,7 @@ def _windowed(inner: Any, denoiser: Any, run: Run) -> Any:
         if run.error is not None:
             raise run.error
         if run.hints is None:  # ControlNet's hints (built in its process()), per frame on the CPU
-            network = getattr(_controlnet_script(denoiser.p), "latest_network", None)
+            network = getattr(a1111.controlnet_script(denoiser.p), "latest_network", None)
             run.hints = patch.enter(controlnet.HintSlicer(getattr(network, "control_params", None) or [],
                                                           plan.frames, devices.get_device_for("controlnet")))
         cond = kwargs.pop("cond", None)
@@ -266,6 +247,16 @@ class AnimateDiffScript(scripts.Script):
             nesting.REQUESTS.end(p)  # refused: never the request others are nested in
         setattr(p, STATE_ATTR, run)
         _guard(p, run)
+
+    def process_before_every_sampling(self, p: Any, *args: Any, **kwargs: Any) -> None:
+        """Forge: the motion modules and windows go into this sampling's clone of the UNet patcher."""
+        run: Run | None = getattr(p, STATE_ATTR, None)
+        if run is not None and isinstance(run.patch, forge.ForgePatch) and run.plan is not None:
+            try:
+                run.patch.apply(p.sd_model.forge_objects, run.plan, settings.max_rows(opt), lambda: run.error)
+            except Exception as error:  # Forge swallows hook errors: raised from p.sample instead
+                logger.error("AnimateDiff: %s", error)
+                run.error = run.error or error
 
     def postprocess(self, p: Any, processed: Any, *args: Any) -> None:
         run: Run | None = getattr(p, STATE_ATTR, None)

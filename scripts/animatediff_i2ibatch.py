@@ -18,7 +18,7 @@ from motion_module.params import from_script_args, script_slice
 from motion_module.video_input import read_frame_folder
 
 PATCH_KEY = "sd-webui-animatediff-engine"
-I2I_BATCH_ATTR = "animatediff_i2i_batch_dir"  # read by scripts/animatediff.py's before_process
+I2I_BATCH_ATTR = "animatediff_i2i_batch_dir"  # read by motion_module/hosts/a1111.py (video_input)
 
 
 def _enabled(p: Any) -> bool:

@@ -1,4 +1,5 @@
-"""The engine package never imports WebUI, gradio, ldm, sgm or scripts (checked in a clean interpreter)."""
+"""The engine package never imports WebUI, gradio, ldm, sgm or scripts, nor Forge's backend or modules_forge, at
+import time, host adapters (motion_module/hosts) included (checked in a clean interpreter)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 CHECK = (
     "import motion_module, pkgutil, importlib, sys; "
-    "names = [m.name for m in pkgutil.iter_modules(motion_module.__path__)]; "
+    "names = [m.name.removeprefix('motion_module.') for m in pkgutil.walk_packages(motion_module.__path__, "
+    "'motion_module.')]; "
     "[importlib.import_module('motion_module.' + n) for n in names]; "
-    "bad = [n for n in sys.modules if n.split('.')[0] in ('modules', 'gradio', 'scripts', 'ldm', 'sgm')]; "
+    "bad = [n for n in sys.modules if n.split('.')[0] in ('modules', 'gradio', 'scripts', 'ldm', 'sgm', 'backend', "
+    "'modules_forge', 'huggingface_guess')]; "
     "assert not bad, bad; "
-    "assert {'convert', 'loading', 'tools', 'spec', 'model'} <= set(names), names; "
+    "assert {'convert', 'loading', 'tools', 'spec', 'model', 'hosts.a1111', 'hosts.forge'} <= set(names), names; "
     "print(len(names))"
 )
 

@@ -1,0 +1,182 @@
+"""AnimateDiff on Stable Diffusion WebUI Forge 2.x (``backend/``), through Forge's ``UnetPatcher``.
+
+Forge's UNet (``backend/nn/unet.py``) keeps ldm's block structure, so :func:`injection.plan_sites` finds the same
+motion-module sites. It is shared by every clone of the patcher, though, and Forge resets ``forge_objects`` before
+every sampling, so nothing is inserted into it. Per sampling (the script's ``process_before_every_sampling``),
+:meth:`ForgePatch.apply` clones ``p.sd_model.forge_objects.unet`` and gives the clone:
+
+* a block-inner modifier that runs each site's motion module on the output of the layer before the site
+  (:func:`injection.after_layers`): the same computation as inserting it;
+* a UNet function wrapper that runs :meth:`RunPlan.denoise` (context windows, motion-module windows, per-frame
+  motion scales), chained over a wrapper another extension set;
+* the motion module as an extra torch module (``cast_to_unet_dtype=False``), so Forge's memory manager moves it;
+* for V1-type modules (``spec.cross_frame_groupnorm``), a group-norm wrapper: the ResBlocks' and the output's
+  GroupNorm pool their statistics over the frames of each video (:func:`injection.group_norm_across_frames`).
+
+The beta schedule: Forge never reads ``add_alphas_cumprod_modifier``'s option, and its samplers read the sigmas of
+``unet.model.predictor`` live (``ForgeScheduleLinker``), so :func:`forge_patch` swaps the predictor's
+``alphas_cumprod``/``sigmas``/``log_sigmas`` buffers for the family's schedule and puts the very same tensors back
+when it ends. Every change is owned by the ``ExitStack`` of :func:`forge_patch` (a :class:`patch.HostPatch`), as on
+A1111. Only patcher methods that exist are called: a missing one is a :class:`HostUnsupportedError` naming it.
+Nothing from Forge is imported here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import HostUnsupportedError
+from ..injection import FrameState, Injection, InsertedTemporal, after_layers, group_norm_across_frames, plan_sites
+from ..lora import MotionLora
+from ..model import MotionModule
+from ..patch import HostPatch, _swap_schedule
+from ..weights import follow_host
+
+if TYPE_CHECKING:
+    from ..params import AnimateDiffParams
+    from ..run import HostState, RunPlan
+    from ..spec import MotionModuleSpec
+
+HOST = "Forge"
+PATCHER_METHODS = ("clone", "add_block_inner_modifier", "set_model_unet_function_wrapper",
+                   "add_extra_torch_module_during_sampling")
+
+
+def is_forge(sd_model: Any) -> bool:
+    """The loaded model is a Forge diffusion engine (it carries ``forge_objects``)."""
+    return getattr(sd_model, "forge_objects", None) is not None
+
+
+def forge_unet(sd_model: Any) -> nn.Module | None:
+    """Forge's UNet module (``IntegratedUNet2DConditionModel``), or None when the model has none (Flux, SD3)."""
+    unet = getattr(getattr(getattr(sd_model.forge_objects, "unet", None), "model", None), "diffusion_model", None)
+    return unet if hasattr(unet, "input_blocks") else None
+
+
+def unsupported(state: HostState, params: AnimateDiffParams) -> str | None:
+    """What of this request AnimateDiff cannot do on Forge yet (None: nothing). Checked before sampling."""
+    if params.video_source or params.video_path:
+        return "video input (video_source / video_path, V2V)"
+    if state.controlnet_units:
+        return "ControlNet units (Forge's built-in ControlNet; per-frame hints)"
+    return None
+
+
+def enabled_units(script_args: Sequence[Any]) -> bool:
+    """Any enabled unit among the ControlNet script's arguments (Forge's ``ControlNetUnit`` objects, or the API's
+    dicts)."""
+    return any(bool(unit.get("enabled")) if isinstance(unit, dict) else bool(getattr(unit, "enabled", False))
+               for unit in script_args)
+
+
+def check_module(spec: MotionModuleSpec) -> None:
+    """Refuse the motion-module families this adapter does not run on Forge yet."""
+    if spec.base != "sd15":
+        raise HostUnsupportedError(HOST, f"{spec.family} motion modules (SDXL); use an SD1.5 checkpoint and module")
+
+
+def require(patcher: Any, names: Sequence[str] = PATCHER_METHODS) -> None:
+    """Every ``UnetPatcher`` method the adapter calls exists; else a clear error naming the missing one."""
+    missing = [name for name in names if not callable(getattr(patcher, name, None))]
+    if missing:
+        raise HostUnsupportedError(HOST, f"this Forge's UnetPatcher has no {', '.join(missing)} (Forge 2.x is needed)")
+
+
+def schedule_buffers(alphas_cumprod: Tensor, predictor: nn.Module) -> dict[str, Tensor]:
+    """The predictor buffers of a schedule: ``alphas_cumprod``, ``sigmas = sqrt((1 - a) / a)`` and their log,
+    each in the dtype/device of the predictor's current one."""
+    acp = alphas_cumprod.to(torch.float64)
+    sigmas = ((1 - acp) / acp) ** 0.5
+    values = {"alphas_cumprod": acp, "sigmas": sigmas, "log_sigmas": sigmas.log()}
+    missing = [name for name in values if not isinstance(getattr(predictor, name, None), Tensor)]
+    if missing:
+        raise HostUnsupportedError(HOST, f"a beta schedule on this model's predictor ({type(predictor).__name__} has "
+                                   f"no {', '.join(missing)}); set the beta schedule to the checkpoint's own")
+    return {name: value.to(getattr(predictor, name)) for name, value in values.items()}
+
+
+class ForgePatch(HostPatch):
+    """The handle of :func:`forge_patch`: the injection state plus the Forge-specific per-sampling step."""
+
+    def __init__(self, stack: ExitStack, injection: Injection, state: FrameState,
+                 table: dict[tuple[int, int], InsertedTemporal]) -> None:
+        super().__init__(stack, injection)
+        self._state, self._table = state, table
+        self.step = 0  # the sampler's denoiser step (set per call from on_cfg_denoiser)
+
+    def apply(self, forge_objects: Any, plan: RunPlan, max_rows: int | None,
+              error: Callable[[], BaseException | None]) -> Any:
+        """Clone ``forge_objects.unet`` with the motion modules, the windowed wrapper and the module in the memory
+        manager; the clone replaces ``forge_objects.unet`` until the patch ends. Returns the clone."""
+        patcher = forge_objects.unet
+        require(patcher)
+        if getattr(patcher, "controlnet_linked_list", None) is not None:
+            raise HostUnsupportedError(HOST, "ControlNet units (per-frame hints)")
+        clone = patcher.clone()
+        table, injection = self._table, self.injection
+
+        def modifier(x: Tensor, when: str, layer: Any, index: int, block: Any, options: Any) -> Tensor:
+            module = table.get((id(block), index)) if when == "after" else None
+            return x if module is None else module(x)
+
+        outer = clone.model_options.get("model_function_wrapper")
+
+        def wrapper(apply_model: Callable[..., Tensor], args: dict[str, Any]) -> Tensor:
+            if (failed := error()) is not None:
+                raise failed
+
+            def unet(xs: Tensor, ts: Tensor, cs: dict[str, Any]) -> Tensor:
+                if outer is None:
+                    return apply_model(xs, ts, **cs)
+                return outer(apply_model, {**args, "input": xs, "timestep": ts, "c": cs})
+
+            return plan.denoise(unet, args["input"], args["timestep"], args["c"], step=self.step,
+                                set_window=injection.set_window, max_rows=max_rows,
+                                set_temporal=injection.set_temporal_windows, set_frames=injection.select_frames)
+
+        clone.add_block_inner_modifier(modifier)
+        clone.set_model_unet_function_wrapper(wrapper)
+        if injection.spec.cross_frame_groupnorm:
+            require(patcher, ("set_group_norm_wrapper",))
+            state = self._state
+            clone.set_group_norm_wrapper(lambda norm, x, options: group_norm_across_frames(norm, x, state.window))
+        clone.add_extra_torch_module_during_sampling(injection.motion_module, cast_to_unet_dtype=False)
+        self.set_attribute(forge_objects, "unet", clone)
+        return clone
+
+
+@contextmanager
+def forge_patch(sd_model: Any, motion_module: MotionModule, window: int, alphas_cumprod: Tensor | None = None,
+                motion_scale: float | Sequence[float] = 1.0,
+                motion_loras: Sequence[tuple[MotionLora, float]] = ()) -> Iterator[ForgePatch]:
+    """All Forge changes of one AnimateDiff run (the beta schedule now, the patched UNet per sampling through
+    :meth:`ForgePatch.apply`); undone in reverse order when the block ends. ``motion_loras`` (from the prompt) are
+    refused: Forge's Lora extension gives every network strength 1 and loads the file into the UNet itself."""
+    if motion_loras:
+        names = ", ".join(lora.name for lora, _ in motion_loras)
+        raise HostUnsupportedError(HOST, f"motion LoRAs ({names}); remove <lora:...> of a motion LoRA from the prompt")
+    unet = forge_unet(sd_model)
+    if unet is None:
+        raise HostUnsupportedError(HOST, f"this model ({type(sd_model).__name__}) has no SD-family UNet")
+    check_module(motion_module.spec)
+    sites = plan_sites(unet, motion_module)
+    state = FrameState(window, motion_module.spec.max_frames)
+    follow_host(motion_module, unet)
+    with ExitStack() as stack:
+        injection = Injection(motion_module, state, [site.name for site in sites])
+        injection.set_motion_scale(motion_scale)
+        if alphas_cumprod is not None:
+            predictor = sd_model.forge_objects.unet.model.predictor
+            stack.enter_context(_swap_schedule(predictor, schedule_buffers(alphas_cumprod, predictor)))
+        patch = ForgePatch(stack, injection, state, after_layers(sites, motion_module, state))
+        stack.callback(patch.close)
+        yield patch
+
+
+__all__ = ["ForgePatch", "check_module", "enabled_units", "forge_patch", "forge_unet", "is_forge", "require",
+           "schedule_buffers", "unsupported"]
