@@ -23,6 +23,7 @@ from pathlib import Path
 EXTENSION_NAME = "sd-webui-animatediff-engine"
 CONTROLNET_NAME = "sd-webui-controlnet"
 READY_PATH = "/sdapi/v1/sd-models"
+STARTED_LOG = "Startup time:"  # WebUI 1.10 prints it once its API and every app_started callback are in place
 # CPU-only, offline, API-only; the flags are the WebUI 1.10 names.
 LAUNCH_FLAGS = (
     "--skip-prepare-environment", "--skip-torch-cuda-test", "--skip-version-check",
@@ -189,13 +190,20 @@ def is_ready(url: str, timeout: float = 2.0) -> bool:
         return False
 
 
-def wait_until_ready(webui: LaunchedWebUI, timeout: float) -> float:
-    """Poll until the API answers; returns the seconds waited. Raises with the log's tail on failure."""
+def wait_until_ready(webui: LaunchedWebUI, timeout: float, after_log: str | None = None) -> float:
+    """Poll until the API answers; returns the seconds waited. Raises with the log's tail on failure.
+
+    ``after_log``: no request is sent before this text is in the log. A WebUI with its UI listens before it adds
+    its API, and a request in between makes Starlette build the app, after which adding the API's middleware
+    fails ("Cannot add middleware after an application has started"): wait for ``STARTED_LOG`` there."""
     start = time.monotonic()
     while time.monotonic() - start < timeout:
         if webui.process.poll() is not None:
             raise RuntimeError(f"WebUI exited with code {webui.process.returncode} before its API came "
                                f"up; log {webui.log_path}:\n{log_tail(webui.log_path)}")
+        if after_log is not None and after_log not in webui.log_path.read_text(errors="replace"):
+            time.sleep(0.5)
+            continue
         if is_ready(webui.url):
             webui.startup_s = time.monotonic() - start
             return webui.startup_s

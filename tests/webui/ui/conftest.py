@@ -29,6 +29,7 @@ import pytest
 from tests.fixtures.motion_modules import build_state_dict, write_checkpoint
 from tests.webui.launcher import (
     EXTENSION_NAME,
+    STARTED_LOG,
     free_port,
     hidden_part,
     launch_command,
@@ -110,7 +111,7 @@ def ui_webui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UIWebUI]:
     _log["path"] = webui.log_path
     try:
         try:
-            wait_until_ready(webui, float(os.environ.get("ANIMATEDIFF_WEBUI_STARTUP_TIMEOUT", "300")))
+            wait_until_ready(webui, float(os.environ.get("ANIMATEDIFF_WEBUI_STARTUP_TIMEOUT", "300")), STARTED_LOG)
         except (RuntimeError, TimeoutError) as exc:
             pytest.fail(str(exc), pytrace=False)
         errors = script_load_errors(webui.log_path)
