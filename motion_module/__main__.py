@@ -42,7 +42,7 @@ COMMANDS: dict[str, tuple[str, str, str, Callable[[], CliParser]]] = {
                 convert_parser),
     "sparsectrl": ("motion_module.sparsectrl_file", "main_sparsectrl",
                    "write a SparseCtrl file in the names sd-webui-controlnet loads", sparsectrl_parser),
-    "info": ("motion_module.video_files", "main_info", "print the generation parameters stored in an output",
+    "info": ("motion_module.cli", "main_info", "print the generation parameters stored in an output",
              info_parser),
     "demo": ("motion_module.demo", "main_demo", "run the whole pipeline on a tiny model (CPU, a minute)",
              _demo_parser),

@@ -1,4 +1,4 @@
-"""Command-line options of ``python -m motion_module``: parsers only, torch-free.
+"""Command-line options of ``python -m motion_module``: the parsers, torch-free, and the ``info`` command.
 
 Every command parses its arguments here first, so a typo or a missing argument is answered at once (before
 torch is imported). All errors follow one shape: the usage line(s), then exactly one line
@@ -8,9 +8,12 @@ torch is imported). All errors follow one shape: the usage line(s), then exactly
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import NoReturn
+
+from .errors import OutputError
 
 VERSION = "0.1.0"  # equals pyproject.toml's [project] version (tests/test_cli.py checks it)
 PROG = "python -m motion_module"
@@ -90,3 +93,29 @@ def target_problem(target: Path, force: bool) -> str | None:
                 return f"cannot write {target}: the folder {target.parent} does not exist; create it first"
             return None
     return None
+
+
+def main_info(argv: list[str]) -> int:
+    """``python -m motion_module info FILE... [--json]``: print the stored parameters.
+
+    Exit status 2 (one ``error:`` line per bad file, the others still printed) if any file is missing,
+    unreadable or not an AnimateDiff output.
+    """
+    from .video_files import info_of  # the CLI imports the engine, lazily (parsing stays torch-free)
+
+    args = info_parser().parse_args(argv)
+    status = 0
+    for path in args.files:
+        try:
+            fmt, text = info_of(path)
+        except OutputError as exc:
+            print_error(exc)
+            status = 2
+            continue
+        if args.json:
+            print(json.dumps({"file": str(path), "format": fmt, "parameters": text}, ensure_ascii=False))
+        else:
+            if len(args.files) > 1:
+                print(f"==> {path} <==")
+            print(text)
+    return status

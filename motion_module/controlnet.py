@@ -39,6 +39,7 @@ import torch
 from .cn_keyframes import keyframe_line, place_keyframes, split_batch_images
 from .errors import AnimateDiffError, ParameterError, naming
 from .frame_selection import FrameSelection, cut_audio, read_selected_frames, select_items
+from .param_coerce import within_roots
 from .param_fields import OutputFormat
 from .params import AnimateDiffParams
 from .video_input import (
@@ -263,7 +264,7 @@ def _checked_folder(value: str | None, field: str, roots: Sequence[Path] | None)
     if not value:
         return None
     folder = Path(value).expanduser().resolve()
-    if roots is not None and not any(folder == r.resolve() or folder.is_relative_to(r.resolve()) for r in roots):
+    if roots is not None and not within_roots(folder, roots):
         raise ParameterError(field, f"{value} is outside the folders AnimateDiff may read "
                              f"({', '.join(str(r) for r in roots) or 'none'}); move the frames there")
     return folder

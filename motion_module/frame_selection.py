@@ -46,6 +46,7 @@ from typing import IO, Any, TypeVar
 from PIL import Image
 
 from .errors import InputError, OutputError, ParameterError
+from .param_coerce import is_int
 from .video_input import (
     VideoFrames,
     _decode_args,
@@ -74,7 +75,7 @@ class FrameSelection:
     def __post_init__(self) -> None:
         for name, low in (("skip_first_frames", 0), ("select_every_nth", 1), ("frame_load_cap", 0)):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            if not is_int(value) or value < low:
                 raise ParameterError(name, f"must be a whole number >= {low}, got {value!r}.")
         rate = self.force_rate
         if rate is not None and (not isinstance(rate, (int, Fraction)) or rate <= 0):

@@ -55,6 +55,9 @@ for _name, _attr in (("F8_E4M3", "float8_e4m3fn"), ("F8_E5M2", "float8_e5m2")):
 
 
 # ----------------------------------------------------------------------------------------------- reading
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save's zip format
+
+
 def _sniff(path: Path) -> str:
     """``"safetensors"``, ``"pickle"`` (zip or legacy torch.save), ``"empty"`` or ``"unknown"`` from the first bytes."""
     with path.open("rb") as handle:
@@ -63,7 +66,7 @@ def _sniff(path: Path) -> str:
         return "empty"
     if len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < path.stat().st_size:
         return "safetensors"
-    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
+    if head.startswith(_ZIP_MAGIC) or head[:1] == b"\x80":
         return "pickle"
     return "unknown"
 
@@ -155,7 +158,7 @@ def _read_pickle(path: Path, meta: bool) -> object:
 
 def _is_zip(path: Path) -> bool:
     with path.open("rb") as handle:
-        return handle.read(4) == b"PK\x03\x04"
+        return handle.read(4) == _ZIP_MAGIC
 
 
 def _one_line(value: object) -> str:

@@ -6,42 +6,19 @@ semicolons or new lines, e.g. ``0: 1, 16: 0.4, 31: 1.2``. Frames count from 0; s
 linearly; before the first and after the last it stays at their value, except on closed loops past one
 context window (R+P, A: ``cyclic``), where it runs from the last keyframe back to the first.
 
+The text form is parsed and printed by ``param_coerce.parse_keyframes`` / ``keyframes_text`` (the
+parameter layer), re-exported here.
+
 What a scale does (``injection.InsertedTemporal``): each motion module's output for a frame becomes
 ``x + scale * (module(x) - x)``; 1 is the module as trained, 0 removes its effect on that frame.
 """
 
 from __future__ import annotations
 
-import re
-
 from .errors import ParameterError
+from .param_coerce import Keyframes, keyframes_text, parse_keyframes
 
 NAME = "motion_scale_keyframes"
-SCALE_MAX = 2.0
-_PAIR = re.compile(r"^\s*(\d+)\s*:\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
-
-Keyframes = tuple[tuple[int, float], ...]
-
-
-def parse_keyframes(text: str) -> Keyframes:
-    """``"0: 1, 16: 0.5"`` -> ``((0, 1.0), (16, 0.5))``, sorted by frame; ``""`` -> ``()``."""
-    keys: dict[int, float] = {}
-    for item in (part for part in re.split(r"[,;\n]", text) if part.strip()):
-        match = _PAIR.match(item)
-        if match is None:
-            raise ParameterError(NAME, f"{item.strip()!r} is not 'frame: scale' (e.g. '0: 1, 16: 0.5')")
-        frame, scale = int(match.group(1)), float(match.group(2))
-        if not 0.0 <= scale <= SCALE_MAX:
-            raise ParameterError(NAME, f"scale {scale:g} at frame {frame} is outside 0..{SCALE_MAX:g}")
-        if frame in keys:
-            raise ParameterError(NAME, f"frame {frame} has two keyframes")
-        keys[frame] = scale
-    return tuple(sorted(keys.items()))
-
-
-def keyframes_text(keys: Keyframes) -> str:
-    """The canonical text of ``keys`` (what infotext and the UI show)."""
-    return ", ".join(f"{frame}: {scale:g}" for frame, scale in keys)
 
 
 def frame_scales(keys: Keyframes, frames: int, cyclic: bool = False) -> tuple[float, ...]:

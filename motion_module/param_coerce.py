@@ -17,7 +17,8 @@ import os
 import re
 from collections.abc import Iterable
 from enum import Enum
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import Any, TypeGuard, TypeVar
 
 from PIL import Image
 
@@ -28,7 +29,7 @@ E = TypeVar("E", bound=Enum)
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off"})
 REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")  # the one rule for request ids (file-name safe)
-_DATA_URL = re.compile(r"data:[\w/+.-]*(?:;[\w=.+-]+)*;base64,", re.IGNORECASE)
+_DATA_URL = re.compile(r"data:([\w/+.-]*)(?:;[\w=.+-]+)*;base64,", re.IGNORECASE)
 _WINDOWS_DRIVE = re.compile(r"[A-Za-z]:[\\/]")
 REQUEST_ID_MAX = 64
 
@@ -74,6 +75,17 @@ def _check_range(name: str, value: float, lo: float | None, hi: float | None,
     if too_low or too_high:
         raise ParameterError(name, f"{value!r} is out of range: allowed is "
                              f"{_range_text(lo, hi, lo_exclusive)}. Choose a value in that range.")
+
+
+def is_int(value: object) -> TypeGuard[int]:
+    """True for an ``int`` that is not a ``bool`` (the one integer test of the engine's strict checks)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_int(name: str, value: object, low: int, high: int) -> None:
+    """Strict: ``value`` must already be an int (not a bool) from ``low`` to ``high``; no conversion."""
+    if not is_int(value) or not low <= value <= high:
+        raise ParameterError(name, f"must be an integer from {low} to {high}, got {value!r}.")
 
 
 def coerce_int(name: str, value: Any, lo: int | None = None, hi: int | None = None) -> int:
@@ -222,18 +234,37 @@ def coerce_request_id(name: str, value: Any) -> str | None:
     return value
 
 
+def split_data_url(text: str) -> tuple[str | None, str]:
+    """``(media type, payload)`` of a ``data:<type>[;k=v...];base64,<payload>`` URL (the type lower-cased,
+    "" when absent), or ``(None, text)`` when ``text`` does not start with one."""
+    match = _DATA_URL.match(text)
+    if match is None:
+        return None, text
+    return match.group(1).lower(), text[match.end():]
+
+
+def decode_base64(text: str) -> bytes:
+    """Standard or URL-safe base64; whitespace is ignored and padding optional. Raises ``binascii.Error``
+    (a ``ValueError``) for anything else."""
+    text = "".join(text.split()).replace("-", "+").replace("_", "/")
+    text += "=" * (-len(text) % 4)
+    return base64.b64decode(text, validate=True)
+
+
+def within_roots(path: str | os.PathLike[str], roots: Iterable[str | os.PathLike[str]]) -> bool:
+    """Whether ``path`` is one of ``roots`` or inside one, symlinks resolved on both sides (the one
+    allowed-folder check for file inputs)."""
+    resolved = Path(path).resolve()
+    return any(resolved == root or resolved.is_relative_to(root) for root in (Path(r).resolve() for r in roots))
+
+
 def _b64_bytes(name: str, text: str) -> bytes:
     text = text.strip()
     if text.lower().startswith(("http://", "https://")):
         raise ParameterError(name, "URLs are not fetched; send the image itself as base64 "
                              "(optionally as a data: URL).")
-    match = _DATA_URL.match(text)
-    if match:
-        text = text[match.end():]
-    text = "".join(text.split()).replace("-", "+").replace("_", "/")
-    text += "=" * (-len(text) % 4)
     try:
-        return base64.b64decode(text, validate=True)
+        return decode_base64(split_data_url(text)[1])
     except (binascii.Error, ValueError):
         raise ParameterError(name, "is not valid base64. Send the image file's bytes encoded "
                              "as base64, e.g. 'data:image/png;base64,iVBOR...'.") from None
@@ -266,3 +297,34 @@ def image_to_base64(image: Image.Image) -> str:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+# ----------------------------------------------------------------- motion-scale keyframes (text form)
+# ``frame: scale`` pairs, e.g. ``0: 1, 16: 0.4``; motion_scale.py interpolates them (see its docstring).
+_KEYFRAMES_FIELD = "motion_scale_keyframes"
+MOTION_SCALE_MAX = 2.0
+_PAIR = re.compile(r"^\s*(\d+)\s*:\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
+
+Keyframes = tuple[tuple[int, float], ...]
+
+
+def parse_keyframes(text: str) -> Keyframes:
+    """``"0: 1, 16: 0.5"`` -> ``((0, 1.0), (16, 0.5))``, sorted by frame; ``""`` -> ``()``."""
+    keys: dict[int, float] = {}
+    for item in (part for part in re.split(r"[,;\n]", text) if part.strip()):
+        match = _PAIR.match(item)
+        if match is None:
+            raise ParameterError(_KEYFRAMES_FIELD, f"{item.strip()!r} is not 'frame: scale' (e.g. '0: 1, 16: 0.5')")
+        frame, scale = int(match.group(1)), float(match.group(2))
+        if not 0.0 <= scale <= MOTION_SCALE_MAX:
+            raise ParameterError(_KEYFRAMES_FIELD,
+                                 f"scale {scale:g} at frame {frame} is outside 0..{MOTION_SCALE_MAX:g}")
+        if frame in keys:
+            raise ParameterError(_KEYFRAMES_FIELD, f"frame {frame} has two keyframes")
+        keys[frame] = scale
+    return tuple(sorted(keys.items()))
+
+
+def keyframes_text(keys: Keyframes) -> str:
+    """The canonical text of ``keys`` (what infotext and the UI show)."""
+    return ", ".join(f"{frame}: {scale:g}" for frame, scale in keys)

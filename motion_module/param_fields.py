@@ -15,7 +15,6 @@ from typing import Any
 
 from . import param_coerce as pc
 from .errors import ParameterError
-from .motion_scale import keyframes_text, parse_keyframes
 
 
 class OutputFormat(str, Enum):
@@ -180,7 +179,7 @@ class FieldSpec:
                 return ""
             if not isinstance(value, str):
                 raise ParameterError(self.name, f"expected text like '0: 1, 16: 0.5', got {pc.describe(value)}")
-            return keyframes_text(parse_keyframes(value))
+            return pc.keyframes_text(pc.parse_keyframes(value))
         raise ParameterError(self.name, f"internal error: unknown kind {self.kind!r}")
 
     def to_ui(self, value: Any) -> Any:

@@ -25,7 +25,7 @@ from typing import Any
 from PIL import Image
 
 from .errors import ParameterError
-from .param_coerce import describe
+from .param_coerce import describe, is_int
 from .param_fields import (
     FIELD_BY_NAME,
     FIELD_NAMES,
@@ -279,7 +279,7 @@ def selectable_script_runs(script_args: Sequence[Any] | None) -> bool:
     """True while a selectable script (X/Y/Z plot, prompt matrix, ...) runs the request: WebUI's first script
     argument is then its 1-based index (0 or none: no script). Such a script draws with the images it gets."""
     first = script_args[0] if script_args else 0
-    return isinstance(first, int) and not isinstance(first, bool) and first > 0
+    return is_int(first) and first > 0
 
 
 def script_slice(runner: Any, script_args: Sequence[Any] | None, title: str) -> tuple[Any, ...] | None:

@@ -14,8 +14,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from .upload import S3Options
-from .video_encoders import X264_PRESETS, X264_TUNES, EncodeOptions
+from .output_options import X264_PRESETS, X264_TUNES, EncodeOptions, S3Options
 
 Get = Callable[[str, Any], Any]
 

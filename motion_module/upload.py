@@ -9,19 +9,16 @@ URLs are path-style: ``<endpoint>/<bucket>/<key>``.
 
 from __future__ import annotations
 
-import math
 import mimetypes
-import re
 import sys
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
-from .errors import OutputError, ParameterError
+from .errors import OutputError
+from .output_options import S3Options
 
-_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _AUTH_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403", "Forbidden",
                "InvalidClientTokenId", "InvalidToken", "ExpiredToken"}
 _MISSING_BUCKET = {"404", "NoSuchBucket", "NotFound"}
@@ -30,48 +27,6 @@ MISSING_BOTO3 = (f"S3 upload needs the boto3 package, which is not installed: ru
                  "install boto3`, then restart WebUI (or turn S3 upload off in Settings > AnimateDiff). "
                  "The local files are kept.")
 
-
-@dataclass(frozen=True)
-class S3Options:
-    """Where to upload. ``endpoint``: http(s)://host[:port]; ``region`` None = us-east-1;
-    ``access_key``/``secret_key`` None = boto3's usual lookup (environment, ~/.aws).
-    ``connect_timeout`` seconds and ``max_attempts`` (>= 1, first try included) bound the wait."""
-
-    endpoint: str
-    bucket: str
-    region: str | None = None
-    prefix: str = ""
-    access_key: str | None = None
-    secret_key: str | None = None
-    connect_timeout: float = 5.0
-    max_attempts: int = 2
-
-    def __post_init__(self) -> None:
-        parts = urlsplit(self.endpoint) if isinstance(self.endpoint, str) else None
-        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ParameterError("s3_endpoint", f"{self.endpoint!r} is not an http:// or https:// "
-                                 "URL; write e.g. http://127.0.0.1:9000 or https://s3.amazonaws.com.")
-        if not isinstance(self.bucket, str) or not _BUCKET.fullmatch(self.bucket):
-            raise ParameterError("s3_bucket", f"{self.bucket!r} is not a valid bucket name: "
-                                 "use 3-63 lower-case letters, digits, '.' and '-'.")
-        segments = str(self.prefix).replace("\\", "/").split("/")
-        if any(seg in (".", "..") for seg in segments):
-            raise ParameterError("s3_prefix", f"{self.prefix!r} may not contain '.' or '..' parts.")
-        if (self.access_key is None) != (self.secret_key is None):
-            raise ParameterError("s3_access_key", "set both the access key and the secret key, or "
-                                 "neither (then boto3 reads the environment / ~/.aws).")
-        timeout = self.connect_timeout
-        if not (isinstance(timeout, (int, float)) and math.isfinite(timeout) and timeout > 0):
-            raise ParameterError("s3_connect_timeout", "must be a number of seconds above 0.")
-        if isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int) \
-                or not 1 <= self.max_attempts <= 10:
-            raise ParameterError("s3_max_attempts", "must be an integer from 1 to 10.")
-
-    @property
-    def key_prefix(self) -> str:
-        """The prefix without empty parts, ending in '/' unless empty."""
-        parts = [p for p in str(self.prefix).replace("\\", "/").split("/") if p]
-        return "".join(p + "/" for p in parts)
 
 
 def _files_and_keys(paths: Iterable[Path | str], prefix: str) -> list[tuple[Path, str]]:

@@ -22,11 +22,9 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-import numbers
 import shutil
 import subprocess
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
@@ -34,66 +32,15 @@ import numpy as np
 from PIL import Image, PngImagePlugin
 
 from .errors import OutputError, ParameterError
+from .output_options import EncodeOptions
 from .video_metadata import exif_user_comment, ffmpeg_exe
 
 logger = logging.getLogger("animatediff")
 
-X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow",
-                "slower", "veryslow", "placebo")
-X264_TUNES = ("film", "animation", "grain", "stillimage", "fastdecode", "zerolatency", "psnr",
-              "ssim")
 MAX_ANIMATED_FPS = 50.0
 _MAX_META_BYTES = 100_000  # well below Linux's 128 KiB limit for one command-line argument
 
 
-def _check_int(name: str, value: object, low: int, high: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ParameterError(name, f"must be an integer from {low} to {high}, got {value!r}.")
-
-
-def _check_bool(name: str, value: object) -> None:
-    if not isinstance(value, bool):
-        raise ParameterError(name, f"must be true or false, got {value!r}.")
-
-
-@dataclass(frozen=True)
-class EncodeOptions:
-    """How each format is encoded. ``loop``: 0 = forever (GIF/WEBP); ``*_crf``: lower = better.
-
-    ``fps``: frames per second. A ``Fraction`` (e.g. ``Fraction(30000, 1001)`` read from a source
-    video) reaches MP4/WEBM exactly; a float becomes the nearest fraction with a denominator up to
-    100000 (29.97 -> 2997/100, not 30000/1001).
-    """
-
-    fps: float | Fraction = 8.0
-    loop: int = 0
-    gif_palette: bool = False
-    gif_gifsicle: bool = False
-    mp4_crf: int = 23
-    mp4_preset: str | None = None
-    mp4_tune: str | None = None
-    webm_crf: int = 32
-    webp_quality: int = 80
-    webp_lossless: bool = False
-    keep_duration: bool = False  # GIF/WEBP above 50 fps: show every k-th frame at the exact time (see the module)
-
-    def __post_init__(self) -> None:
-        fps = self.fps
-        if isinstance(fps, bool) or not isinstance(fps, numbers.Real) \
-                or not math.isfinite(float(fps)) or float(fps) <= 0:
-            raise ParameterError("fps", f"must be a finite number above 0, got {fps!r}.")
-        _check_int("loop", self.loop, 0, 65535)
-        _check_int("mp4_crf", self.mp4_crf, 0, 51)
-        _check_int("webm_crf", self.webm_crf, 0, 63)
-        _check_int("webp_quality", self.webp_quality, 0, 100)
-        for name in ("gif_palette", "gif_gifsicle", "webp_lossless", "keep_duration"):
-            _check_bool(name, getattr(self, name))
-        if self.mp4_preset is not None and self.mp4_preset not in X264_PRESETS:
-            raise ParameterError("mp4_preset", f"must be one of {', '.join(X264_PRESETS)} or "
-                                 f"empty, got {self.mp4_preset!r}.")
-        if self.mp4_tune is not None and self.mp4_tune not in X264_TUNES:
-            raise ParameterError("mp4_tune", f"must be one of {', '.join(X264_TUNES)} or empty, "
-                                 f"got {self.mp4_tune!r}.")
 
 
 def frame_durations(num_frames: int, fps: float | Fraction, ticks_per_second: int) -> list[int]:

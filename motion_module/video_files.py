@@ -18,7 +18,6 @@ Safety rules:
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -31,14 +30,14 @@ from typing import TypeVar
 from PIL import Image
 
 from .errors import OutputError, ParameterError
-from .param_coerce import REQUEST_ID_PATTERN
+from .param_coerce import REQUEST_ID_PATTERN, is_int
 from .param_fields import FILE_FORMATS
 from .upload import S3Options, upload_s3
 from .video_encoders import WRITERS, EncodeOptions, frame_durations, frames_array, gif_delays
 from .video_metadata import read_infotext_with_format
 
 __all__ = ["FORMATS", "EncodeOptions", "S3Options", "SavedVideo", "frame_durations", "gif_delays",
-           "main_info", "ping_pong", "read_infotext", "save_video", "upload_s3",
+           "info_of", "ping_pong", "read_infotext", "save_video", "upload_s3",
            "validate_request_id"]
 
 logger = logging.getLogger("animatediff")
@@ -191,7 +190,7 @@ def _remove(path: Path) -> None:
 
 
 def _check_seed(seed: object) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+    if not is_int(seed) or seed < 0:
         raise ParameterError("seed", f"must be an integer >= 0 (the resolved seed), got {seed!r}.")
     return seed
 
@@ -256,7 +255,7 @@ def read_infotext(path: Path | str) -> str | None:
 _OUR_ENTRY = re.compile(r"(?:^|[\s,])AnimateDiff: ")
 
 
-def _info_of(path: Path) -> tuple[str, str]:
+def info_of(path: Path) -> tuple[str, str]:
     """``(format, infotext)`` of one AnimateDiff output; OutputError (naming the file) for anything else."""
     if path.is_dir() and not any(path.glob("*.png")):
         raise OutputError(f"{path} is a folder without PNG frames; pass an output file or a PNG frame folder")
@@ -271,29 +270,3 @@ def _info_of(path: Path) -> tuple[str, str]:
         raise OutputError(f"{path}: {what} stored; this is not an AnimateDiff output "
                           "(pass a GIF/MP4/WEBM/WEBP/PNG/TXT file this extension wrote)")
     return fmt, text
-
-
-def main_info(argv: list[str]) -> int:
-    """``python -m motion_module info FILE... [--json]``: print the stored parameters.
-
-    Exit status 2 (one ``error:`` line per bad file, the others still printed) if any file is missing,
-    unreadable or not an AnimateDiff output.
-    """
-    from .cli import info_parser, print_error
-
-    args = info_parser().parse_args(argv)
-    status = 0
-    for path in args.files:
-        try:
-            fmt, text = _info_of(path)
-        except OutputError as exc:
-            print_error(exc)
-            status = 2
-            continue
-        if args.json:
-            print(json.dumps({"file": str(path), "format": fmt, "parameters": text}, ensure_ascii=False))
-        else:
-            if len(args.files) > 1:
-                print(f"==> {path} <==")
-            print(text)
-    return status

@@ -15,7 +15,6 @@ the API is a server path or base64 (raw or a ``data:`` URL), see ``materialize_v
 
 from __future__ import annotations
 
-import base64
 import binascii
 import functools
 import os
@@ -31,7 +30,8 @@ from typing import IO, NoReturn
 from PIL import Image
 
 from .errors import InputError, OutputError, ParameterError
-from .video_metadata import ffmpeg_exe
+from .param_coerce import decode_base64, is_int, split_data_url, within_roots
+from .video_metadata import ffmpeg_exe, sniff_media
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 NTSC_BASES = (12, 15, 24, 30, 48, 60, 120, 240)  # rates base * 1000/1001 that ffmpeg prints rounded
@@ -257,7 +257,7 @@ def _read_ppm_stream(stream: IO[bytes]) -> Iterator[Image.Image]:
 
 
 def _check_limit(limit: int | None) -> None:
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+    if limit is not None and (not is_int(limit) or limit < 1):
         raise ParameterError("video_length", f"the frame limit must be an integer >= 1, got {limit!r}.")
 
 
@@ -417,7 +417,7 @@ def resolve_video_length(requested: int, sources: Mapping[str, int]) -> int:
     ``sources`` maps a name the user recognises (e.g. "unit 1 (video_source)") to its frame
     count. A source shorter than a requested length is a ``ParameterError`` naming it.
     """
-    if isinstance(requested, bool) or not isinstance(requested, int) or requested < 0:
+    if not is_int(requested) or requested < 0:
         raise ParameterError("video_length", f"must be an integer >= 0, got {requested!r}.")
     if not sources:
         if requested == 0:
@@ -437,20 +437,16 @@ def resolve_video_length(requested: int, sources: Mapping[str, int]) -> int:
 
 
 # --------------------------------------------------------------------------------- API input
-_DATA_URL = re.compile(r"^data:([\w.+-]+/[\w.+-]+)?((?:;[\w.+-]+=[\w.+-]+)*);base64,", re.IGNORECASE)
 _BASE64_CHARS = re.compile(r"^[A-Za-z0-9+/_=\s-]+$")
 _SUFFIX_BY_TYPE = {"video/mp4": ".mp4", "video/webm": ".webm", "video/quicktime": ".mov",
                    "video/x-matroska": ".mkv", "image/gif": ".gif", "video/x-msvideo": ".avi"}
 
 
+_SUFFIX_BY_KIND = {"mp4": ".mp4", "webm": ".mkv", "gif": ".gif"}
+
+
 def _sniff_suffix(data: bytes) -> str:
-    if data[4:8] == b"ftyp":
-        return ".mp4"
-    if data[:4] == b"\x1aE\xdf\xa3":
-        return ".mkv"
-    if data[:4] == b"GIF8":
-        return ".gif"
-    return ".video"
+    return _SUFFIX_BY_KIND.get(sniff_media(data[:16]) or "", ".video")
 
 
 def _decode_base64(text: str, max_bytes: int) -> bytes:
@@ -461,12 +457,8 @@ def _decode_base64(text: str, max_bytes: int) -> bytes:
     if not _BASE64_CHARS.match(compact or "="):
         raise ParameterError("video_source", "is not valid base64 (characters outside A-Z a-z 0-9 + / - _ =); "
                              "send a server path, base64 or a data:video/...;base64, URL.")
-    compact += "=" * (-len(compact) % 4)
     try:
-        if "-" in compact or "_" in compact:
-            data = base64.urlsafe_b64decode(compact)
-        else:
-            data = base64.b64decode(compact, validate=True)
+        data = decode_base64(compact)
     except (binascii.Error, ValueError) as exc:
         raise ParameterError("video_source", f"is not valid base64 ({exc}); send a server path, "
                              "base64 or a data:video/...;base64, URL.") from exc
@@ -477,13 +469,11 @@ def _decode_base64(text: str, max_bytes: int) -> bytes:
 
 def _checked_path(value: str, allowed_roots: Sequence[Path] | None) -> Path:
     path = Path(value).expanduser()
-    if allowed_roots is not None:
-        resolved = path.resolve()
+    if allowed_roots is not None and not within_roots(path, allowed_roots):
         roots = [Path(root).resolve() for root in allowed_roots]
-        if not any(resolved == root or resolved.is_relative_to(root) for root in roots):
-            raise ParameterError("video_source", f"{value} is outside the folders videos may be read "
-                                 f"from ({', '.join(str(r) for r in roots) or 'none'}); move the video "
-                                 "there or send it as base64.")
+        raise ParameterError("video_source", f"{value} is outside the folders videos may be read "
+                             f"from ({', '.join(str(r) for r in roots) or 'none'}); move the video "
+                             "there or send it as base64.")
     return _check_file(path, "video_source")
 
 
@@ -500,12 +490,11 @@ def materialize_video_source(value: str, tmp_dir: str | os.PathLike[str], *,
     if not isinstance(value, str) or not value.strip():
         raise ParameterError("video_source", "is empty; send a server path or a base64 video.")
     text = value.strip()
-    data_url = _DATA_URL.match(text)
-    if data_url is None and (len(text) <= _BASE64_MIN_CHARS or not _BASE64_CHARS.match(text)):
+    mime, payload = split_data_url(text)
+    if mime is None and (len(text) <= _BASE64_MIN_CHARS or not _BASE64_CHARS.match(text)):
         return _checked_path(text, allowed_roots)
-    data = _decode_base64(text[data_url.end():] if data_url else text, max_bytes)
-    mime = (data_url.group(1) or "").lower() if data_url else ""
-    suffix = _SUFFIX_BY_TYPE.get(mime) or _sniff_suffix(data)
+    data = _decode_base64(payload, max_bytes)
+    suffix = _SUFFIX_BY_TYPE.get(mime or "") or _sniff_suffix(data)
     folder = Path(tmp_dir)
     folder.mkdir(parents=True, exist_ok=True)
     handle, name = tempfile.mkstemp(prefix="animatediff-video-", suffix=suffix, dir=folder)
@@ -532,7 +521,7 @@ def mux_audio(video_path: str | os.PathLike[str], audio_source: str | os.PathLik
     dest = Path(out_path)
     if dest.suffix.lower() not in _AUDIO_CODECS:
         raise ParameterError("formats", f"audio can be added to MP4 or WEBM only, not {dest.name}.")
-    if isinstance(frames, bool) or not isinstance(frames, int) or frames < 1:
+    if not is_int(frames) or frames < 1:
         raise ParameterError("video_length", f"must be an integer >= 1, got {frames!r}.")
     if not isinstance(fps, (int, Fraction)) or fps <= 0:
         raise ParameterError("fps", f"must be a Fraction above 0, got {fps!r}.")

@@ -131,12 +131,9 @@ def read_container_tags(path: Path, timeout: float = 60.0) -> dict[str, str]:
     return parse_ffmetadata(proc.stdout.decode("utf-8", errors="replace"))
 
 
-def sniff_format(path: Path) -> str:
-    """``gif``/``png``/``webp``/``mp4``/``webm``/``txt``/``png-folder`` from the first bytes."""
-    if path.is_dir():
-        return "png-folder"
-    with open(path, "rb") as fh:
-        head = fh.read(16)
+def sniff_media(head: bytes) -> str | None:
+    """``png``/``gif``/``webp``/``mp4`` (any ISO BMFF: MP4, MOV)/``webm`` (any Matroska) from a file's first
+    16 bytes, or None (the one magic-byte check for images and videos)."""
     if head.startswith(b"\x89PNG\r\n\x1a\n"):
         return "png"
     if head[:6] in (b"GIF87a", b"GIF89a"):
@@ -147,6 +144,17 @@ def sniff_format(path: Path) -> str:
         return "mp4"
     if head[:4] == b"\x1a\x45\xdf\xa3":
         return "webm"
+    return None
+
+
+def sniff_format(path: Path) -> str:
+    """``gif``/``png``/``webp``/``mp4``/``webm``/``txt``/``png-folder`` from the first bytes."""
+    if path.is_dir():
+        return "png-folder"
+    with open(path, "rb") as fh:
+        kind = sniff_media(fh.read(16))
+    if kind is not None:
+        return kind
     if path.suffix.lower() == ".txt":
         return "txt"
     raise OutputError(f"{path} is not a GIF, PNG, WEBP, MP4, WEBM or TXT file written by "

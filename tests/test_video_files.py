@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from motion_module import cli
 from motion_module import video_encoders as encoders
 from motion_module import video_files as output
 from motion_module.errors import OutputError, ParameterError
@@ -118,7 +119,7 @@ def test_request_id_rejected(bad: object, tmp_path: Path) -> None:
     ({"loop": -1}, "loop"), ({"mp4_crf": 52}, "mp4_crf"),
     ({"webm_crf": 64}, "webm_crf"), ({"webp_quality": 101}, "webp_quality"),
     ({"mp4_preset": "turbo"}, "mp4_preset"), ({"mp4_tune": "anime"}, "mp4_tune"),
-    ({"gif_palette": 1}, "gif_palette"),
+    ({"gif_palette": 1}, "gif_palette"), ({"mp4_crf": True}, "mp4_crf"), ({"loop": 1.0}, "loop"),
 ])
 def test_encode_options_validation(kwargs: dict, field: str) -> None:
     with pytest.raises(ParameterError) as info:
@@ -291,9 +292,9 @@ OUR_INFOTEXT = INFOTEXT + ', AnimateDiff: "enable: True, video_length: 2"'
 
 def test_info_command_text_and_json(tmp_path: Path, capsys) -> None:
     saved = save_video(make_frames(2), tmp_path, seed=1, formats=["GIF"], infotext=OUR_INFOTEXT)
-    assert output.main_info([str(saved.files["GIF"])]) == 0
+    assert cli.main_info([str(saved.files["GIF"])]) == 0
     assert capsys.readouterr().out == OUR_INFOTEXT + "\n"
-    assert output.main_info([str(saved.files["GIF"]), "--json"]) == 0
+    assert cli.main_info([str(saved.files["GIF"]), "--json"]) == 0
     record = json.loads(capsys.readouterr().out)
     assert record == {"file": str(saved.files["GIF"]), "format": "gif", "parameters": OUR_INFOTEXT}
 
@@ -301,12 +302,12 @@ def test_info_command_text_and_json(tmp_path: Path, capsys) -> None:
 def test_info_command_errors(tmp_path: Path, capsys) -> None:
     plain = tmp_path / "plain.png"
     Image.new("RGB", (4, 4)).save(plain)
-    assert output.main_info([str(plain)]) == 2
+    assert cli.main_info([str(plain)]) == 2
     assert "no generation parameters" in capsys.readouterr().err
     still = save_video(make_frames(2), tmp_path, seed=2, formats=["PNG"], infotext=INFOTEXT).files["PNG"]
-    assert output.main_info([str(still)]) == 2  # a WebUI still's parameters: not an AnimateDiff output
+    assert cli.main_info([str(still)]) == 2  # a WebUI still's parameters: not an AnimateDiff output
     assert "not an AnimateDiff output" in capsys.readouterr().err
-    assert output.main_info([str(tmp_path / "missing.gif")]) == 2
+    assert cli.main_info([str(tmp_path / "missing.gif")]) == 2
     assert "does not exist" in capsys.readouterr().err
     junk = tmp_path / "junk.bin"
     junk.write_bytes(b"\x00" * 32)
