@@ -1,7 +1,8 @@
-"""Instance-level ``forward`` wrappers on host modules, chained over other extensions' and undone exactly.
+"""Instance-level wrappers on host objects, chained over other extensions' and undone exactly.
 
-Used by the patch (the sampler's inner model) and by the injection (the UNet's spatial layers, which run
-over chunks of frames under motion-module windows). Nothing is set on a class.
+Used by the patch (the sampler's inner model), by the injection (the UNet's spatial layers, which run over
+chunks of frames under motion-module windows), both on ``forward``, and for the Lora extension's
+``networks.load_network`` (``lora.wrap_lora_loader``). Nothing is set on a class.
 """
 
 from __future__ import annotations
@@ -15,36 +16,44 @@ _MISSING = object()
 Forward = Callable[..., Any]
 
 
-def wrap_instance_forward(module: Any, make: Callable[[Forward], Forward]) -> Callable[[], None]:
-    """Give ``module`` the instance-level forward ``make(current_forward)``; returns the undo function.
+def wrap_attribute(obj: Any, name: str, make: Callable[[Forward], Forward]) -> Callable[[], None]:
+    """Give ``obj`` the instance attribute ``name = make(current)``; returns the undo function.
 
-    ``current_forward`` is what ``module.forward`` is now: the class's method, or a wrapper another
-    extension installed on the instance (ours then runs on top of it and calls it: chained). The undo puts
-    the previous instance attribute (or its absence) back exactly. If yet another wrapper was installed on
-    top of ours meanwhile, it is left in place and ours turns into a pass-through to ``current_forward``,
-    so neither extension is cut out.
+    ``current`` is what ``obj.<name>`` is now: a class's method, a module's function, or a wrapper another
+    extension installed there (ours then runs on top of it and calls it: chained). The undo puts the previous
+    instance attribute (the very same object, or its absence) back exactly; a second call does nothing. If
+    yet another wrapper was installed on top of ours meanwhile, it is left in place and ours turns into a
+    pass-through to ``current`` for good, so neither extension is cut out.
     """
-    previous = module.__dict__.get("forward", _MISSING)
-    inner: Forward = module.forward
+    previous = obj.__dict__.get(name, _MISSING)
+    inner: Forward = getattr(obj, name)
     ours = make(inner)
     active = True
 
-    def forward(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
         return ours(*args, **kwargs) if active else inner(*args, **kwargs)
 
     def undo() -> None:
         nonlocal active
+        if not active:
+            return
         active = False
-        if module.__dict__.get("forward") is not forward:
-            logger.warning("AnimateDiff: %s.forward was wrapped again by another extension during the "
-                           "run; its wrapper stays and AnimateDiff's now passes through", type(module).__name__)
+        if obj.__dict__.get(name) is not wrapper:
+            logger.warning("AnimateDiff: %s.%s was wrapped again by another extension; its wrapper stays and "
+                           "AnimateDiff's now passes through", getattr(obj, "__name__", type(obj).__name__), name)
         elif previous is _MISSING:
-            del module.__dict__["forward"]
+            del obj.__dict__[name]
         else:
-            module.__dict__["forward"] = previous
+            obj.__dict__[name] = previous
 
-    object.__setattr__(module, "forward", forward)
+    object.__setattr__(obj, name, wrapper)
     return undo
 
 
-__all__ = ["Forward", "wrap_instance_forward"]
+def wrap_instance_forward(module: Any, make: Callable[[Forward], Forward]) -> Callable[[], None]:
+    """Give ``module`` the instance-level forward ``make(current_forward)``; returns the undo function
+    (:func:`wrap_attribute` on ``forward``: chained over another extension's wrapper, put back exactly)."""
+    return wrap_attribute(module, "forward", make)
+
+
+__all__ = ["Forward", "wrap_attribute", "wrap_instance_forward"]

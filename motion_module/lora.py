@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -32,11 +32,13 @@ import torch
 from torch import Tensor, nn
 
 from .errors import IncompatibleModelError, NotAMotionModuleError
+from .instance_forward import Forward, wrap_attribute
 from .loading import FileKey, file_version, named_errors, read_state_dict
 from .lora_keys import MOTION, SPATIAL, classify, kohya_unet_key, motion_target, split_key
 from .model import MotionModule
 
 CACHE_SIZE = 4
+LOADER_MARK = "animatediff_load_network_wrapped"  # on the Lora extension's `networks` module while wrapped
 
 
 @dataclass(frozen=True)
@@ -251,6 +253,31 @@ def applied_motion_loras(mm: MotionModule, loras: Sequence[tuple[MotionLora, flo
             owner._parameters[attr] = old
 
 
-__all__ = ["MOTION", "SPATIAL", "LoraLayer", "MotionLora", "active_motion_loras", "applied_motion_loras",
-           "check_fits", "clear_cache", "describe_lora", "load_motion_lora", "lora_kind", "motion_loras_for",
-           "parse_motion_lora", "read_spatial_lora", "spatial_to_kohya"]
+def wrap_lora_loader(networks: Any, make: Callable[[Forward], Forward]) -> Callable[[], None] | None:
+    """Wrap the Lora extension's ``networks.load_network`` with ``make(current)``, once; returns the undo, or None
+    (nothing changed) when ``networks`` is None, has no ``load_network`` or is already wrapped (``LOADER_MARK``).
+
+    The undo (idempotent) puts the very same ``load_network`` object back and removes the mark. If another
+    extension wrapped ``load_network`` over ours meanwhile, its wrapper stays and ours passes every call through
+    to the function it wrapped (:func:`instance_forward.wrap_attribute`); the mark goes either way, so a reloaded
+    AnimateDiff wraps afresh.
+    """
+    if networks is None or not hasattr(networks, "load_network") or getattr(networks, LOADER_MARK, False):
+        return None
+    unwrap = wrap_attribute(networks, "load_network", make)
+    setattr(networks, LOADER_MARK, True)
+    done = False
+
+    def undo() -> None:
+        nonlocal done
+        if not done:
+            done = True
+            unwrap()
+            networks.__dict__.pop(LOADER_MARK, None)
+
+    return undo
+
+
+__all__ = ["LOADER_MARK", "MOTION", "SPATIAL", "LoraLayer", "MotionLora", "active_motion_loras",
+           "applied_motion_loras", "check_fits", "clear_cache", "describe_lora", "load_motion_lora", "lora_kind",
+           "motion_loras_for", "parse_motion_lora", "read_spatial_lora", "spatial_to_kohya", "wrap_lora_loader"]

@@ -2,8 +2,9 @@
 
 The Lora extension reads a file's key names when it loads it (``networks.load_network``) and cannot read the two
 layouts AnimateDiff publishes. One pass-through wrapper around that function, installed once (at import and at
-app start; idempotent, never per request), takes exactly those files and gives every other file to the original,
-unchanged:
+app start; idempotent, never per request) and undone when WebUI unloads this script (``lora.wrap_lora_loader``:
+the very same function put back, or ours a pass-through under another extension's later wrapper), takes exactly
+those files and gives every other file to the original, unchanged:
 
 * a motion LoRA (``v2_lora_*.ckpt``, its re-saves, the diffusers and PEFT layouts) loads as an empty network: none of
   it goes into the spatial UNet. AnimateDiff merges it into the motion module for its run, with the prompt's UNet
@@ -19,6 +20,7 @@ the prompt of a generation without AnimateDiff gets a note in the infotext (``An
 import logging
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from modules import script_callbacks, shared
@@ -26,7 +28,6 @@ from modules import script_callbacks, shared
 from motion_module import lora
 
 logger = logging.getLogger("animatediff")
-MARK = "animatediff_load_network_wrapped"  # set on the Lora extension's `networks` module once wrapped
 NOTES_KEY = "AnimateDiff notes"
 
 
@@ -76,14 +77,21 @@ def _fits(tensor: Any, part: str, weight: Any) -> bool:
         weight.shape[1 if part == "lora_down.weight" else 0]
 
 
+_undo: list[Callable[[], None]] = []  # the undo of this module's wrap, while installed
+
+
 def install() -> bool:
     """Wrap the Lora extension's ``load_network`` once; False when it is not loaded or already wrapped."""
-    networks: Any = sys.modules.get("networks")
-    if networks is None or not hasattr(networks, "load_network") or getattr(networks, MARK, False):
-        return False
-    networks.load_network = _load_network(networks.load_network)
-    setattr(networks, MARK, True)
-    return True
+    undo = lora.wrap_lora_loader(sys.modules.get("networks"), _load_network)
+    if undo is not None:
+        _undo.append(undo)
+    return undo is not None
+
+
+def uninstall(*_: Any) -> None:
+    """WebUI unloads this script (UI reload): undo the wrap (the loaded module's next import wraps again)."""
+    while _undo:
+        _undo.pop()()
 
 
 def on_cfg_denoiser(params: Any) -> None:
@@ -102,4 +110,5 @@ def on_cfg_denoiser(params: Any) -> None:
 
 install()
 script_callbacks.on_app_started(lambda *_: install())
+script_callbacks.on_script_unloaded(uninstall)
 script_callbacks.on_cfg_denoiser(on_cfg_denoiser)

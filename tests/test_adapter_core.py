@@ -233,7 +233,7 @@ def test_an_uploaded_video_sets_fps_to_its_exact_rate_and_shows_its_frames(tmp_p
     from fractions import Fraction
 
     from motion_module.video_input import output_fps
-    from tests.test_video_input import make
+    from tests.fixtures.ffmpeg import make
 
     clip, ntsc = tmp_path / "clip.mp4", tmp_path / "ntsc.mp4"
     make("-f", "lavfi", "-i", "color=c=red:s=64x48:r=12", "-f", "lavfi", "-i", "sine=f=440:duration=2",

@@ -23,7 +23,7 @@ from motion_module.prompts import slerp
 from motion_module.run import PromptSchedule, plan_run
 from motion_module.spec import MotionModuleSpec
 from scripts.animatediff_utils import get_animatediff_arg
-from tests.test_controlnet import Unit, frames_dir
+from tests.fixtures.controlnet_units import Unit, frames_dir
 
 
 def field_error(call: Any, *args: Any, match: str) -> ParameterError:

@@ -18,8 +18,9 @@ from motion_module.injection import injected
 from motion_module.params import AnimateDiffParams
 from motion_module.run import plan_run
 from motion_module.video_input import output_fps
-from tests.fixtures.unets import tiny_unet, unet_inputs
-from tests.test_injection import make_mm
+from tests.fixtures.controlnet_units import Unit, frames_dir
+from tests.fixtures.motion_modules import make_mm
+from tests.fixtures.unets import unet_inputs
 
 FRAMES, K = 12, 1  # frame K's control image differs between the two runs
 
@@ -104,11 +105,6 @@ def check_slicing(a: torch.Tensor, b: torch.Tensor) -> None:
             assert torch.equal(a[group + frame], b[group + frame]), frame
 
 
-@pytest.fixture(scope="module")
-def unet() -> torch.nn.Module:
-    return tiny_unet("sd15")
-
-
 @pytest.mark.parametrize(("doubled", "max_rows"), [(False, None), (True, None), (True, 8)])
 def test_each_window_sees_exactly_its_frames_hints(unet: torch.nn.Module, doubled: bool, max_rows: int | None):
     a = run(unet, control_images(False), correct, doubled=doubled, max_rows=max_rows)
@@ -143,13 +139,6 @@ def test_hints_that_are_not_per_frame_are_left_alone():
 
 
 # ----------------------------------------------------------------------------- planning the frames
-def frames_dir(folder: Path, count: int, size: tuple[int, int] = (16, 16)) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in range(count):
-        Image.new("RGB", size, (i * 10, 0, 0)).save(folder / f"{i}.png")
-    return folder
-
-
 def test_sources_in_priority_order(tmp_path: Path):
     own, batch, video, path = (frames_dir(tmp_path / n, c) for n, c in
                                (("own", 10), ("batch", 9), ("video", 8), ("path", 7)))
@@ -217,17 +206,8 @@ def test_slicer_moves_rows_to_the_device_and_keeps_them_small():
 
 
 # ----------------------------------------------------------------------------- one request's V2V input
-class Unit:
-    """sd-webui-controlnet's ControlNetUnit as far as AnimateDiff reads and writes it."""
-
-    def __init__(self, **kw: Any) -> None:
-        self.enabled, self.image, self.input_mode, self.batch_images, self.module = True, None, "simple", None, "none"
-        self.animatediff_batch, self.batch_mask_dir, self.batch_modifiers = False, None, []
-        self.__dict__.update(kw)
-
-
 def ntsc_video_with_sound(folder: Path, frames: int = 30) -> Path:
-    from tests.test_video_input import make
+    from tests.fixtures.ffmpeg import make
 
     path = folder / "source.mp4"
     make("-f", "lavfi", "-i", "testsrc=s=32x32:r=30000/1001", "-f", "lavfi", "-i", "sine=f=440:duration=3",

@@ -28,11 +28,6 @@ def module_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_checkpoint(path, build_state_dict("v2", channels=SD15_CHANNELS, seed=5, dtype=torch.float16))
 
 
-@pytest.fixture(scope="module")
-def unet() -> nn.Module:
-    return tiny_unet("sd15")
-
-
 def _state(module: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 

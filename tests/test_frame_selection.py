@@ -35,6 +35,7 @@ from motion_module.frame_selection import (
 from motion_module.params import AnimateDiffParams, from_api
 from motion_module.video_input import VideoFrames, mux_audio, probe_video
 from motion_module.video_metadata import ffmpeg_exe
+from tests.fixtures.controlnet_units import Unit
 
 SIZE = 80
 VFR_MS = [0, 40, 80, 120, 160, 200, 300, 400, 400, 500, 700, 900, 1000, 1010, 1020, 1100, 1300, 1500, 1600, 1700]
@@ -233,15 +234,6 @@ def test_a_frames_folder_takes_skip_nth_cap_but_not_force_rate() -> None:
 
 
 # --------------------------------------------------------------------------------- one request (prepare)
-class Unit:
-    """sd-webui-controlnet's ControlNetUnit as far as AnimateDiff reads and writes it."""
-
-    def __init__(self, **kw: object) -> None:
-        self.enabled, self.image, self.input_mode, self.batch_images, self.module = True, None, "simple", None, "none"
-        self.animatediff_batch, self.batch_mask_dir, self.batch_modifiers = False, None, []
-        self.__dict__.update(kw)
-
-
 def run_prepare(params: AnimateDiffParams, root: Path, unit: Unit | None = None) -> VideoToVideo:
     return prepare(params, [(0, unit or Unit())], work_dir=lambda: Path(tempfile.mkdtemp(dir=root)),
                    allowed_roots=[root], batch_mode="BATCH")

@@ -11,8 +11,8 @@ import torch
 
 from motion_module.freeinit import NoiseSource
 from motion_module.patch import Host, animatediff_patch
-from tests.fixtures.unets import assert_same_fingerprint, tiny_unet, unet_fingerprint, unet_inputs
-from tests.test_injection import _Owner, make_mm
+from tests.fixtures.motion_modules import make_mm
+from tests.fixtures.unets import ScheduleOwner, assert_same_fingerprint, unet_fingerprint, unet_inputs
 
 
 class Interrupted(BaseException):
@@ -39,12 +39,7 @@ class Processing:
         self.init_latent = torch.zeros(4, 4, 8, 8)
 
 
-@pytest.fixture(scope="module")
-def unet() -> torch.nn.Module:
-    return tiny_unet("sd15")
-
-
-def _state(owner: _Owner, inner: InnerModel, p: Processing) -> dict[str, Any]:
+def _state(owner: ScheduleOwner, inner: InnerModel, p: Processing) -> dict[str, Any]:
     return {"owner": dict(owner.__dict__), "buffers": dict(owner._buffers), "inner": dict(inner.__dict__),
             "p": dict(p.__dict__)}
 
@@ -70,7 +65,7 @@ CHANGES: dict[str, Callable[[Any, InnerModel, Processing], None]] = {
 @pytest.mark.parametrize("outcome", ["success", "exception", "interrupt"])
 def test_every_host_change_is_undone_exactly(unet: torch.nn.Module, change: str, outcome: str) -> None:
     x, t, c = unet_inputs(4)
-    owner, inner, p = _Owner(), InnerModel(unet), Processing()
+    owner, inner, p = ScheduleOwner(), InnerModel(unet), Processing()
     with torch.no_grad():
         plain = inner(x, t, cond=c)
     fingerprint, before = unet_fingerprint(unet), _state(owner, inner, p)

@@ -18,8 +18,8 @@ from motion_module.lora import MotionLora
 from motion_module.params import AnimateDiffParams
 from motion_module.run import HostState, check_host
 from motion_module.schedules import alphas_cumprod
+from tests.fixtures.motion_modules import make_mm
 from tests.fixtures.unets import tiny_unet, unet_fingerprint, unet_inputs
-from tests.test_injection import make_mm
 
 
 @pytest.fixture(scope="module")

@@ -10,23 +10,15 @@ from motion_module.injection import injected
 from motion_module.model import MotionModule
 from motion_module.patch import Host, animatediff_patch
 from motion_module.spec import MotionModuleSpec
+from tests.fixtures.motion_modules import make_mm
 from tests.fixtures.unets import (
+    ScheduleOwner,
     assert_same_fingerprint,
     randomize,
     tiny_unet,
     unet_fingerprint,
     unet_inputs,
 )
-
-SD15 = (32, 64, 128, 128)
-SDXL = (32, 64, 128)
-
-
-def make_mm(family: str = "v2", base: str = "sd15", seed: int = 3) -> MotionModule:
-    channels = SD15 if base == "sd15" else SDXL
-    mid = family in ("v2", "animatelcm")
-    pe = 24 if family in ("v1", "hotshot") else 32
-    return randomize(MotionModule(MotionModuleSpec(family, base, channels, pe, mid)), seed).eval()
 
 
 @pytest.fixture(scope="module")
@@ -165,15 +157,8 @@ def test_too_many_frames(sd15: torch.nn.Module) -> None:
         assert handle.window == 24
 
 
-class _Owner(torch.nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.register_buffer("alphas_cumprod", torch.linspace(0.99, 0.01, 10))
-        self.alphas_cumprod_original = self.alphas_cumprod
-
-
 def test_schedule_swapped_on_both_fields_and_restored(sd15: torch.nn.Module) -> None:
-    owner = _Owner()
+    owner = ScheduleOwner()
     acp, acp_orig = owner.alphas_cumprod, owner.alphas_cumprod_original
     new = torch.linspace(0.9, 0.1, 10, dtype=torch.float64)
     with animatediff_patch(Host(sd15, owner), make_mm("v2"), 4, alphas_cumprod=new):

@@ -34,9 +34,9 @@ from motion_module.tools import main_inspect
 from motion_module.video_encoders import animated_timing
 from motion_module.video_files import ping_pong
 from motion_module.video_input import probe_video
+from tests.fixtures.ffmpeg import packet_pts
 from tests.fixtures.frames import gradient_frames
 from tests.fixtures.rife import TINY, tiny_ifnet, write_weights
-from tests.test_video_input import packet_pts
 
 
 def solid(colours: list[int], w: int = 20, h: int = 12) -> list[Image.Image]:
@@ -277,7 +277,7 @@ def test_a_failure_saves_the_frames_without_interpolation_and_says_why(tmp_path:
 
 
 def test_kept_audio_stays_in_sync(tmp_path: Path, weights: Path) -> None:
-    from tests.test_video_input import audio_seconds, make
+    from tests.fixtures.ffmpeg import audio_seconds, make
 
     source = tmp_path / "source.m4a"
     make("-f", "lavfi", "-i", "sine=f=440:duration=3", "-c:a", "aac", str(source))

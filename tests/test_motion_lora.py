@@ -22,18 +22,12 @@ from tests.fixtures.motion_loras import (
     write_motion_lora,
     write_v3_adapter,
 )
-from tests.fixtures.motion_modules import build_state_dict, malicious_pickle, write_checkpoint
-from tests.fixtures.unets import assert_same_fingerprint, tiny_unet, unet_fingerprint, unet_inputs
-from tests.test_injection import make_mm
+from tests.fixtures.motion_modules import build_state_dict, make_mm, malicious_pickle, write_checkpoint
+from tests.fixtures.unets import assert_same_fingerprint, unet_fingerprint, unet_inputs
 
 
 class Interrupted(BaseException):
     """Stands in for A1111's interrupt."""
-
-
-@pytest.fixture(scope="module")
-def unet() -> torch.nn.Module:
-    return tiny_unet("sd15")
 
 
 @pytest.fixture(autouse=True)

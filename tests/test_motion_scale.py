@@ -12,8 +12,8 @@ from motion_module.motion_scale import frame_scales, keyframes_text, parse_keyfr
 from motion_module.params import AnimateDiffParams
 from motion_module.patch import Host, animatediff_patch
 from motion_module.run import plan_run
+from tests.fixtures.motion_modules import make_mm
 from tests.fixtures.unets import tiny_unet, unet_inputs
-from tests.test_injection import make_mm
 
 
 def test_parse_sorts_and_normalises() -> None:

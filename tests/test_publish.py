@@ -19,8 +19,8 @@ from motion_module.publish import VideoJob, publish_videos, report, video_count,
 from motion_module.upload import S3Options
 from motion_module.video_encoders import EncodeOptions
 from motion_module.video_input import probe_video
-from tests.test_s3 import options, server  # noqa: F401 - the moto server fixture
-from tests.test_video_input import make
+from tests.fixtures.ffmpeg import make
+from tests.fixtures.s3 import options
 
 F = OutputFormat
 
@@ -92,7 +92,7 @@ def test_an_encoder_failure_is_reported_and_the_frames_come_back(tmp_path: Path)
     assert len(out.notes) == 1 and out.notes[0].startswith("AnimateDiff: writing the video failed:")
 
 
-def test_upload_success_and_failure(tmp_path: Path, server: dict[str, str]) -> None:  # noqa: F811
+def test_upload_success_and_failure(tmp_path: Path, server: dict[str, str]) -> None:
     ok = publish_videos(frames(4), ["i"] * 4, [1] * 4, ["p"] * 4,
                         job(tmp_path, F.GIF, F.TXT, s3=options(server, bucket="publish")), for_api=True)
     assert len(ok.uploaded) == 1 and ok.uploaded[0].endswith(".gif") and not ok.notes
@@ -111,7 +111,7 @@ def test_fewer_frames_than_a_video_publish_nothing(tmp_path: Path, count: int) -
 def test_mp4_and_webm_carry_the_sources_audio_trimmed_to_the_clip(tmp_path: Path) -> None:
     from fractions import Fraction
 
-    from tests.test_video_input import audio_seconds, make
+    from tests.fixtures.ffmpeg import audio_seconds, make
 
     source = tmp_path / "source.m4a"
     make("-f", "lavfi", "-i", "sine=f=440:duration=3", "-c:a", "aac", str(source))
@@ -204,7 +204,7 @@ def test_interpolation_keeps_the_audio_only_when_it_keeps_the_duration(tmp_path:
 
 
 def test_the_published_video_has_sound_only_in_sync(tmp_path: Path) -> None:
-    from tests.test_video_input import audio_seconds
+    from tests.fixtures.ffmpeg import audio_seconds
 
     slow = publish_videos(frames(4), ["i"] * 4, [1] * 4, ["p"] * 4, _audio_job(tmp_path, 8, Fraction(12)),
                           for_api=False)

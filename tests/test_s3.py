@@ -1,21 +1,12 @@
-"""S3 upload against a real S3-compatible server (moto) started on 127.0.0.1 by the test.
-
-moto checks signatures once ``INITIAL_NO_AUTH_ACTION_COUNT`` unauthenticated requests have been
-served: the first three create an IAM user, its access key and an allow-all policy, and every
-request after that needs that key, so wrong credentials really are rejected.
+"""S3 upload against a real S3-compatible server (moto) started on 127.0.0.1 by the test (the ``server``
+fixture: tests/conftest.py, tests/fixtures/s3.py).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import os
-import socket
-import subprocess
 import sys
 import time
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -31,51 +22,9 @@ pytest.importorskip("moto.server", reason="needs moto[server]")
 import boto3
 from botocore.config import Config
 
+from tests.fixtures.s3 import free_port, options
+
 INFOTEXT = 'cat, "fox": run\nSteps: 4, Größe'
-ALLOW_ALL = json.dumps({"Version": "2012-10-17",
-                        "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]})
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[dict[str, str]]:
-    """A moto server with signature checking on; yields endpoint + valid credentials."""
-    port = free_port()
-    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "3"}
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
-        env.pop(name, None)
-    cmd = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:  # /moto-api/ does not count as an action
-                urllib.request.urlopen(endpoint + "/moto-api/", timeout=1).read()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail("moto server did not start within 30 s")
-                time.sleep(0.1)
-        iam = boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1",
-                           aws_access_key_id="bootstrap", aws_secret_access_key="bootstrap")
-        iam.create_user(UserName="animatediff")
-        key = iam.create_access_key(UserName="animatediff")["AccessKey"]
-        iam.put_user_policy(UserName="animatediff", PolicyName="all", PolicyDocument=ALLOW_ALL)
-        yield {"endpoint": endpoint, "access_key": key["AccessKeyId"],
-               "secret_key": key["SecretAccessKey"]}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
 
 
 def s3_client(server: dict[str, str]):
@@ -83,14 +32,6 @@ def s3_client(server: dict[str, str]):
                         aws_access_key_id=server["access_key"],
                         aws_secret_access_key=server["secret_key"],
                         config=Config(s3={"addressing_style": "path"}))
-
-
-def options(server: dict[str, str], **overrides) -> S3Options:
-    values = {"endpoint": server["endpoint"], "bucket": "animatediff-out", "region": None,
-              "prefix": "2026-01-02/", "access_key": server["access_key"],
-              "secret_key": server["secret_key"], "connect_timeout": 1.0, "max_attempts": 1}
-    values.update(overrides)
-    return S3Options(**values)
 
 
 @pytest.fixture()

@@ -6,7 +6,6 @@ only the text encoder is replaced by fixed random keyframe embeddings.
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from motion_module.injection import injected
@@ -15,16 +14,11 @@ from motion_module.prompts import interpolate_conds, parse_prompt_travel, stack_
 from motion_module.sampling import windowed_denoise
 from motion_module.schedules import alphas_cumprod, context_windows
 from motion_module.spec import MotionModuleSpec
-from tests.fixtures.unets import CONTEXT_DIM, randomize, tiny_unet
+from tests.fixtures.unets import CONTEXT_DIM, randomize
 
 SD15 = (32, 64, 128, 128)
 TOKENS = 7
 CFG = 3.0
-
-
-@pytest.fixture(scope="module")
-def unet() -> torch.nn.Module:
-    return tiny_unet("sd15")
 
 
 def motion_module(seed: int) -> MotionModule:

@@ -37,11 +37,6 @@ def motion_module(family: str) -> MotionModule:
     return randomize(MotionModule(spec), 1).eval()
 
 
-@pytest.fixture(scope="module")
-def unet() -> torch.nn.Module:
-    return tiny_unet("sd15")
-
-
 @pytest.mark.parametrize("pe_length", [None, 32, 24])
 def test_official_layout_loads_strictly(pe_length: int | None) -> None:
     tensors = motion_tensors(pe_length=pe_length, dtype=torch.float16)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import itertools
 import re
-import subprocess
 from fractions import Fraction
 from pathlib import Path
 
@@ -37,36 +36,14 @@ from motion_module.video_input import (
     video_summary,
 )
 from motion_module.video_metadata import ffmpeg_exe
+from tests.fixtures.ffmpeg import audio_seconds, ffmpeg, make, packet_pts
 
 NTSC = Fraction(30000, 1001)
 COLOURS = [((i * 37) % 256, (i * 91) % 256, (250 - i * 10) % 256) for i in range(25)]
 
 
-def ffmpeg(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", *args], capture_output=True,
-                          text=True, check=False)
-
-
-def make(*args: str) -> None:
-    proc = ffmpeg("-loglevel", "error", "-y", *args)
-    assert proc.returncode == 0, proc.stderr
-
-
 def info_text(path: Path) -> str:
     return ffmpeg("-i", str(path)).stderr
-
-
-def packet_pts(path: Path) -> list[int]:
-    """Presentation timestamps of the first video stream's packets, in stream order (framecrc)."""
-    out = ffmpeg("-loglevel", "error", "-i", str(path), "-map", "0:v:0", "-c", "copy", "-f", "framecrc", "-")
-    return [int(line.split(",")[2]) for line in out.stdout.splitlines() if line and not line.startswith("#")]
-
-
-def audio_seconds(path: Path) -> Fraction:
-    """Decoded length of the first audio stream in seconds (48 kHz mono s16 samples counted)."""
-    out = subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-i", str(path), "-map", "0:a:0", "-f", "s16le",
-                          "-ac", "1", "-ar", "48000", "-"], capture_output=True, check=True)
-    return Fraction(len(out.stdout) // 2, 48000)
 
 
 def nearest(colour: tuple[int, ...]) -> int:

@@ -10,13 +10,8 @@ from motion_module.injection import injected
 from motion_module.params import AnimateDiffParams
 from motion_module.run import plan_run
 from motion_module.schedules import evaluations_per_frame
-from tests.fixtures.unets import tiny_unet, unet_inputs
-from tests.test_injection import make_mm
-
-
-@pytest.fixture(scope="module")
-def unet() -> torch.nn.Module:
-    return tiny_unet("sd15")
+from tests.fixtures.motion_modules import make_mm
+from tests.fixtures.unets import unet_inputs
 
 
 def run(unet: torch.nn.Module, frames: int, mode: str, family: str = "v2", steps: range = range(1),
