@@ -34,6 +34,7 @@ from .errors import (
     IncompatibleModelError,
     MotionModuleError,
     NotAMotionModuleError,
+    OutputError,
     UnsafeFileError,
 )
 from .model import MotionModule, PositionalEncoding, sinusoidal_table
@@ -154,6 +155,24 @@ def _read_pickle(path: Path, meta: bool) -> object:
         raise CorruptFileError(
             f"{path.name}: the checkpoint is empty, truncated or damaged ({_shorten(exc)}); {_REDOWNLOAD}"
         ) from None
+
+
+def write_safetensors(target: Path, tensors: Mapping[str, Tensor], metadata: dict[str, str]) -> None:
+    """Write ``tensors`` to ``target`` through a hidden ``.partial`` file renamed over it, so a failure never leaves
+    half a file; OutputError naming ``target`` when it cannot be written."""
+    from safetensors import SafetensorError
+    from safetensors.torch import save_file
+
+    temporary = target.with_name(f".{target.name}.partial")
+    try:
+        save_file(dict(tensors), str(temporary), metadata=metadata)
+        os.replace(temporary, target)
+    except (OSError, SafetensorError) as exc:
+        reason = getattr(exc, "strerror", None) or _one_line(exc)
+        raise OutputError(f"cannot write {target}: {reason}; check that its folder exists and is writable and "
+                          "that there is free disk space") from None
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def _is_zip(path: Path) -> bool:

@@ -18,7 +18,6 @@ safetensors, or ``torch.load(weights_only=True)``).
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,7 +27,7 @@ from torch import Tensor
 
 from .cli import one_line, print_error, sparsectrl_parser, target_problem
 from .errors import MotionModuleError, NotAMotionModuleError, OutputError
-from .loading import named_errors, read_state_dict
+from .loading import named_errors, read_state_dict, write_safetensors
 from .sparsectrl import sparsectrl_channels
 
 EXIT_BAD_FILE = 2
@@ -94,24 +93,11 @@ def to_controlnet_layout(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
 def convert_file(source: Path, target: Path) -> str:
     """Write ``source`` (a SparseCtrl file) as fp16 safetensors that ControlNet 1.1.455 loads; returns
     "RGB" or "scribble". Reading errors name ``source``; writing errors are OutputErrors naming ``target``."""
-    from safetensors import SafetensorError
-    from safetensors.torch import save_file
-
     with named_errors(source):
         converted = to_controlnet_layout(read_state_dict(source))
     kind = "RGB" if "input_hint_block.0.weight" in converted else "scribble"
     tensors = {k: (v.to(torch.float16) if v.is_floating_point() else v).contiguous() for k, v in converted.items()}
-    temporary = target.with_name(f".{target.name}.partial")
-    try:
-        save_file(tensors, str(temporary), metadata={"format": "pt", "converted_from": source.name,
-                                                     "sparsectrl": kind})
-        os.replace(temporary, target)
-    except (OSError, SafetensorError) as exc:
-        reason = getattr(exc, "strerror", None) or one_line(exc)
-        raise OutputError(f"cannot write {target}: {reason}; check that its folder exists and is writable and "
-                          "that there is free disk space") from None
-    finally:
-        temporary.unlink(missing_ok=True)
+    write_safetensors(target, tensors, {"format": "pt", "converted_from": source.name, "sparsectrl": kind})
     return kind
 
 

@@ -22,7 +22,7 @@ from torch import Tensor
 from .cli import convert_parser, inspect_parser, one_line, print_error, target_problem
 from .convert import detect_layout, to_original_layout
 from .errors import InterpolationError, MotionModuleError, OutputError
-from .loading import check_state_dict, file_hash, named_errors, read_state_dict
+from .loading import check_state_dict, file_hash, named_errors, read_state_dict, write_safetensors
 from .lora import describe_lora
 from .rife import describe_ifnet
 from .schedules import FAMILY_SCHEDULES
@@ -156,9 +156,6 @@ def convert_file(source: Path, target: Path, family: str | None = None) -> Motio
     with max_seq_length 32, detected as V3, becomes V1 with ``family="v1"``). Reading errors are
     MotionModuleErrors naming ``source``; writing errors are OutputErrors naming ``target``.
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import save_file
-
     state_dict = read_state_dict(source)
     with named_errors(source):
         layout = detect_layout(state_dict)
@@ -166,16 +163,7 @@ def convert_file(source: Path, target: Path, family: str | None = None) -> Motio
         spec = detect_spec(original)
         check_state_dict(spec, original)
     metadata = {"format": "pt", "animatediff_family": spec.family, "converted_from": f"{source.name} ({layout})"}
-    temporary = target.with_name(f".{target.name}.partial")
-    try:
-        save_file(_fp16_tensors(original), str(temporary), metadata=metadata)
-        os.replace(temporary, target)
-    except (OSError, SafetensorError) as exc:
-        reason = getattr(exc, "strerror", None) or one_line(exc)
-        raise OutputError(f"cannot write {target}: {reason}; check that its folder exists and is writable "
-                          "and that there is free disk space") from None
-    finally:
-        temporary.unlink(missing_ok=True)
+    write_safetensors(target, _fp16_tensors(original), metadata)
     written = detect_spec(read_state_dict(target, meta=True))
     for field in ("family", "base", "channels", "max_frames", "mid_block", "params"):
         if getattr(written, field) != getattr(spec, field):

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import io
 import json
-import threading
-import time
 from typing import Any
 
 import numpy as np
@@ -22,6 +20,7 @@ from tests.webui.client import (
     expect_error,
     frame_pixels,
     gif_frames,
+    interrupted,
     png_b64,
     png_bytes,
     tiny_txt2img,
@@ -113,24 +112,7 @@ def test_forge_is_restored_after_a_failure_and_an_interrupt(api: WebUIClient, pl
     # fails mid-sampling, with the UNet patched (AND prompts give more cond rows than frames)
     expect_error(api, ad_payload({}, prompt="a cat AND a dog"), "AND")
     assert png_bytes(api.txt2img(**tiny_txt2img(seed=13))) == reference, "the failure left Forge changed"
-    result: dict[str, Any] = {}
-
-    def long_request() -> None:
-        try:
-            result["response"] = api.post("/sdapi/v1/txt2img", ad_payload({"video_length": 24, "overlap": 2},
-                                                                           steps=200))
-        except Exception as error:  # noqa: BLE001 - an interrupted request may answer either way
-            result["error"] = error
-
-    worker = threading.Thread(target=long_request)
-    worker.start()
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and api.get("/sdapi/v1/progress?skip_current_image=true")["state"][
-            "sampling_step"] < 1:
-        time.sleep(0.2)
-    api.interrupt()
-    worker.join(timeout=600)
-    assert not worker.is_alive() and result, result
+    interrupted(api, "/sdapi/v1/txt2img", ad_payload({"video_length": 24, "overlap": 2}, steps=200))
     assert png_bytes(api.txt2img(**tiny_txt2img(seed=13))) == reference, "the interrupt left Forge changed"
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import io
 import json
+import threading
+import time
 import urllib.error
 import urllib.request
 from typing import Any
@@ -143,3 +145,26 @@ def png_b64(color: tuple[int, int, int]) -> str:
     buffer = io.BytesIO()
     Image.new("RGB", (64, 64), color).save(buffer, format="PNG")
     return base64.b64encode(buffer.getvalue()).decode()
+
+
+def interrupted(api: WebUIClient, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """POST ``payload`` in a thread, press Interrupt once sampling is past its first step, and wait for the request
+    to end. Returns ``{"response": ...}`` or ``{"error": ...}`` (an interrupted request may answer either way)."""
+    result: dict[str, Any] = {}
+
+    def request() -> None:
+        try:
+            result["response"] = api.post(path, payload)
+        except Exception as error:  # noqa: BLE001 - either answer is an end
+            result["error"] = error
+
+    worker = threading.Thread(target=request, daemon=True)
+    worker.start()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and api.get("/sdapi/v1/progress?skip_current_image=true")["state"][
+            "sampling_step"] < 1:
+        time.sleep(0.2)
+    api.interrupt()
+    worker.join(timeout=600)
+    assert not worker.is_alive() and result, result
+    return result

@@ -5,14 +5,23 @@ reported in the response."""
 from __future__ import annotations
 
 import json
-import threading
 import time
 from typing import Any
 
 import pytest
 from PIL import Image
 
-from .client import WebUIClient, WebUIError, ad_payload, gif_frames, png_b64, png_bytes, tiny_txt2img, videos
+from .client import (
+    WebUIClient,
+    WebUIError,
+    ad_payload,
+    gif_frames,
+    interrupted,
+    png_b64,
+    png_bytes,
+    tiny_txt2img,
+    videos,
+)
 from .launcher import WebUISession
 
 
@@ -43,29 +52,17 @@ def _img2img(ad: dict[str, Any], steps: int = 2) -> dict[str, Any]:
             "alwayson_scripts": {"AnimateDiff": {"args": [args]}}}
 
 
-def _interrupted(api: WebUIClient, path: str, payload: dict[str, Any]) -> None:
-    worker = threading.Thread(target=lambda: api.post(path, payload), daemon=True)
-    worker.start()
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and api.get("/sdapi/v1/progress?skip_current_image=true")["state"][
-            "sampling_step"] < 1:
-        time.sleep(0.2)
-    api.interrupt()
-    worker.join(timeout=600)
-    assert not worker.is_alive()
-
-
 def test_restored_after_img2img_and_freeinit_success_and_interrupt(api: WebUIClient) -> None:
     before = plain(api)
     gif = videos(api.post("/sdapi/v1/img2img", _img2img({"last_frame": png_b64((0, 0, 200))})))[0]
     assert gif[:6] == b"GIF89a"
     assert plain(api) == before  # sampler rebuilt and init latents replaced inside the patch, both undone
-    _interrupted(api, "/sdapi/v1/img2img", _img2img({}, steps=400))
+    interrupted(api, "/sdapi/v1/img2img", _img2img({}, steps=400))
     assert plain(api) == before
     free = ad_payload({"video_length": 6, "freeinit_enable": True, "freeinit_iters": 2})
     assert videos(api.post("/sdapi/v1/txt2img", free))[0][:6] == b"GIF89a"
     assert plain(api) == before  # FreeInit's rng stand-in undone
-    _interrupted(api, "/sdapi/v1/txt2img", {**free, "steps": 400})
+    interrupted(api, "/sdapi/v1/txt2img", {**free, "steps": 400})
     assert plain(api) == before
 
 
@@ -174,5 +171,5 @@ def test_an_interrupt_with_a_controlnet_unit_leaves_a_plain_txt2img_byte_identic
         api: WebUIClient, cn_model: str, frames_dir: str, baseline: bytes) -> None:
     before = baseline
     for unit in UNITS[1:]:
-        _interrupted(api, "/sdapi/v1/txt2img", _with_unit(ad_payload({}, steps=400), unit, cn_model, frames_dir))
+        interrupted(api, "/sdapi/v1/txt2img", _with_unit(ad_payload({}, steps=400), unit, cn_model, frames_dir))
         assert plain(api) == before, unit
