@@ -26,7 +26,7 @@ from typing import Any
 from PIL import Image
 
 from .errors import AnimateDiffError
-from .interpolation import InterpHost, Interpolation, interpolate, interpolation_for
+from .interpolation import InterpHost, Interpolation, interpolate, interpolated_fps, interpolation_for
 from .param_fields import VIDEO_FORMATS, OutputFormat
 from .params import AnimateDiffParams
 from .settings import Get, encode_options, interp_batch, interp_folder, s3_options
@@ -202,7 +202,7 @@ def audio_mismatch(fps: Fraction | float, source_fps: Fraction | None, interp: I
                 f"and the source at {format_rate(source_fps)} fps, so its sound would not match the picture; "
                 f"set FPS to 0 (the source's rate) or {format_rate(source_fps)} to keep it")
     if interp is not None:
-        keeps = Fraction(fps).limit_denominator(100_000) * interp.factor
+        keeps = interpolated_fps(fps, interp.factor)  # the rate that keeps the duration
         if Fraction(interp.fps).limit_denominator(100_000) != keeps:
             return (f"AnimateDiff: the video source's audio was left out: the interpolated video plays at "
                     f"{format_rate(interp.fps)} fps, not FPS x {interp.factor} = {format_rate(keeps)}, so its "
