@@ -59,7 +59,9 @@ __all__ = [
     "from_api",
     "from_positional",
     "from_script_args",
+    "alwayson_script",
     "script_slice",
+    "selectable_script_runs",
     "merge_dicts",
 ]
 
@@ -282,10 +284,15 @@ def selectable_script_runs(script_args: Sequence[Any] | None) -> bool:
     return is_int(first) and first > 0
 
 
+def alwayson_script(runner: Any, title: str) -> Any | None:
+    """The always-on script titled ``title`` (case-insensitive) in a host's script runner (A1111: ``p.scripts``),
+    or None when the runner has no such script."""
+    return next((script for script in getattr(runner, "alwayson_scripts", None) or []
+                 if str(script.title()).lower() == title.lower()), None)
+
+
 def script_slice(runner: Any, script_args: Sequence[Any] | None, title: str) -> tuple[Any, ...] | None:
     """The arguments of the always-on script titled ``title`` (case-insensitive) in a host's script runner
     (A1111: ``p.scripts`` and ``p.script_args``), or None when the runner has no such script."""
-    for script in getattr(runner, "alwayson_scripts", None) or []:
-        if str(script.title()).lower() == title.lower():
-            return tuple((script_args or ())[script.args_from:script.args_to])
-    return None
+    script = alwayson_script(runner, title)
+    return None if script is None else tuple((script_args or ())[script.args_from:script.args_to])

@@ -14,11 +14,11 @@ from typing import Any
 from modules import img2img, patches, processing, script_callbacks
 from PIL import Image
 
+from motion_module.hosts.a1111 import I2I_BATCH_ATTR  # read there by video_input
 from motion_module.params import from_script_args, script_slice
 from motion_module.video_input import read_frame_folder
 
 PATCH_KEY = "sd-webui-animatediff-engine"
-I2I_BATCH_ATTR = "animatediff_i2i_batch_dir"  # read by motion_module/hosts/a1111.py (video_input)
 
 
 def _enabled(p: Any) -> bool:

@@ -13,7 +13,7 @@ import torch
 
 from .. import controlnet
 from ..latent_init import img2gif_latents
-from ..params import AnimateDiffParams
+from ..params import AnimateDiffParams, alwayson_script
 from ..patch import HostPatch
 
 I2I_BATCH_ATTR = "animatediff_i2i_batch_dir"  # set by scripts/animatediff_i2ibatch.py
@@ -22,7 +22,7 @@ I2I_BATCH_ATTR = "animatediff_i2i_batch_dir"  # set by scripts/animatediff_i2iba
 def controlnet_script(p: Any) -> Any:
     """The always-on ControlNet script of ``p`` (sd-webui-controlnet; Forge's built-in one has the same title), or
     None."""
-    return next((s for s in getattr(p.scripts, "alwayson_scripts", []) if s.title().lower() == "controlnet"), None)
+    return alwayson_script(p.scripts, "controlnet")
 
 
 def video_input(p: Any, params: AnimateDiffParams, allowed_roots: Sequence[Path]) -> controlnet.VideoToVideo:
