@@ -179,8 +179,7 @@ def sample(unet: nn.Module, mm: MotionModule, plan: RunPlan, prompt: str, config
         for step in range(config.steps):
             rows = torch.cat([x, x])
             out = plan.denoise(denoiser, rows, sigmas[step].expand(rows.shape[0]), cond,
-                               step=step, set_window=handle.set_window, max_rows=MAX_ROWS,
-                               set_frames=handle.select_frames)
+                               step=step, frames=handle, max_rows=MAX_ROWS)
             denoised = out[frames:] + config.cfg * (out[:frames] - out[frames:])
             x = x + (x - denoised) / sigmas[step] * (sigmas[step + 1] - sigmas[step])
             windows = plan.windows(step)

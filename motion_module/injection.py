@@ -15,7 +15,7 @@ import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -337,6 +337,16 @@ def frame_chunks(unet: nn.Module, state: FrameState, skip_groupnorm: bool = Fals
     finally:
         for step in reversed(undo):
             step()
+
+
+class FrameHooks(Protocol):
+    """What a windowed denoise tells the motion modules before each UNet call (:class:`Injection` is one)."""
+
+    def set_window(self, value: int) -> None: ...
+
+    def select_frames(self, rows: list[int]) -> None: ...
+
+    def set_temporal_windows(self, temporal: TemporalWindows | None) -> None: ...
 
 
 _ACTIVE: weakref.WeakSet[nn.Module] = weakref.WeakSet()

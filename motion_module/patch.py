@@ -71,16 +71,16 @@ def swap_attributes(obj: Any, **values: Any) -> Iterator[None]:
                 setattr(obj, name, value)
 
 
-class HostPatch:
-    """Handle of one :func:`animatediff_patch` block: the injection, plus every further host change.
+class Changes:
+    """An owner of host changes: each is pushed on one ``ExitStack`` and undone, in reverse order, by :meth:`undo`
+    (or by the ``with`` block that made the stack). Calling a change method after that raises RuntimeError.
 
-    Each change is pushed on the block's stack and undone, in reverse order, when the block ends.
-    Calling any method after the block has ended raises RuntimeError.
+    The request's own edits of ``p`` (``session.Request.edits``, undone when ``p.close()`` runs) and the changes of
+    one sampling (:class:`HostPatch`) are both kept this way: no host object is changed any other way.
     """
 
-    def __init__(self, stack: ExitStack, injection: Injection) -> None:
-        self.injection = injection
-        self._stack: ExitStack | None = stack
+    def __init__(self, stack: ExitStack | None = None) -> None:
+        self._stack: ExitStack | None = ExitStack() if stack is None else stack
         self._wrapped: weakref.WeakSet[Any] = weakref.WeakSet()
 
     def _open(self) -> ExitStack:
@@ -88,22 +88,39 @@ class HostPatch:
             raise RuntimeError("this AnimateDiff patch has ended; host changes must be made inside it")
         return self._stack
 
+    @property
+    def active(self) -> bool:
+        """Changes are still accepted (not yet undone)."""
+        return self._stack is not None
+
     def close(self) -> None:
-        """Called by :func:`animatediff_patch` as its first undo step: no change is accepted after it."""
+        """No change is accepted after this (its stack is undone by its owner)."""
         self._stack = None
+
+    def undo(self) -> None:
+        """Undo every change, newest first; no change is accepted after this. Idempotent."""
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            stack.close()
 
     def enter(self, context: AbstractContextManager[T]) -> T:
         """Enter a host-specific context manager; it exits with the others, in LIFO order."""
         return self._open().enter_context(context)
 
     def set_attribute(self, obj: Any, name: str, value: Any) -> None:
-        """``setattr(obj, name, value)`` until the block ends; then the previous object (or absence)."""
+        """``setattr(obj, name, value)`` until the changes are undone; then the previous object (or absence)."""
         self.enter(swap_attributes(obj, **{name: value}))
 
+    def set_item(self, mapping: Any, key: Any, value: Any) -> None:
+        """``mapping[key] = value`` until the changes are undone; then the previous value (or no such key)."""
+        old = mapping.get(key, _MISSING)
+        mapping[key] = value
+        self._open().callback(_put_back, mapping, key, old)
+
     def wrap_forward(self, module: Any, make: Callable[[Forward], Forward]) -> bool:
-        """Give ``module`` the instance-level forward ``make(current_forward)`` until the block ends
+        """Give ``module`` the instance-level forward ``make(current_forward)`` until the changes are undone
         (:func:`instance_forward.wrap_instance_forward`: chained over another extension's wrapper and put
-        back exactly). Returns False (and changes nothing) when this block already wrapped ``module``.
+        back exactly). Returns False (and changes nothing) when this owner already wrapped ``module``.
         """
         stack = self._open()
         if module in self._wrapped:
@@ -111,6 +128,25 @@ class HostPatch:
         stack.callback(wrap_instance_forward(module, make))
         self._wrapped.add(module)
         return True
+
+
+def _put_back(mapping: Any, key: Any, old: Any) -> None:
+    if old is _MISSING:
+        mapping.pop(key, None)
+    else:
+        mapping[key] = old
+
+
+class HostPatch(Changes):
+    """Handle of one :func:`animatediff_patch` block: the injection, plus every further host change.
+
+    Each change is pushed on the block's stack and undone, in reverse order, when the block ends.
+    Calling any method after the block has ended raises RuntimeError.
+    """
+
+    def __init__(self, stack: ExitStack, injection: Injection) -> None:
+        super().__init__(stack)
+        self.injection = injection
 
 
 def schedule_tensor(alphas_cumprod: Tensor, like: Tensor) -> Tensor:
@@ -165,4 +201,4 @@ def _swap_schedule(owner: Any, fields: dict[str, Tensor]) -> Iterator[None]:
             yield
 
 
-__all__ = ["Host", "HostPatch", "animatediff_patch", "schedule_tensor", "swap_attributes"]
+__all__ = ["Changes", "Host", "HostPatch", "animatediff_patch", "schedule_tensor", "swap_attributes"]

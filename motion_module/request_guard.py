@@ -21,10 +21,12 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from .patch import Changes
+
 logger = logging.getLogger("animatediff")
 
 GUARD_ATTR = "animatediff_guard"  # id() of the p the wrappers below belong to
-_WRAPPED = ("setup_prompts", "sample")
+_WRAPPED = ("setup_prompts", "sample", "close")
 
 
 def drop_copied_guard(p: Any) -> bool:
@@ -37,19 +39,21 @@ def drop_copied_guard(p: Any) -> bool:
     return True
 
 
-def guard(p: Any, refusal: Callable[[], BaseException | None], sample: Callable[[Callable[[], Any]], Any],
-          failed: Callable[[BaseException], None]) -> None:
-    """Wrap ``p.setup_prompts`` and ``p.sample`` of request ``p`` (once).
+def guard(p: Any, edits: Changes, refusal: Callable[[], BaseException | None],
+          sample: Callable[[Callable[[], Any]], Any], failed: Callable[[BaseException], None]) -> None:
+    """Wrap ``p.setup_prompts``, ``p.sample`` and ``p.close`` of request ``p`` (once), through ``edits``.
 
     ``refusal()``: the error found before sampling, or None; raised from ``p.setup_prompts`` and, if it is set
     later, from ``p.sample``. ``sample(call)``: runs the batch, ``call()`` being WebUI's own ``p.sample`` with
     the arguments it got. ``failed(error)``: called with any exception out of ``p.sample`` before it
-    propagates: record it and end the request as a finished one is ended.
+    propagates: record it and end the request as a finished one is ended. ``p.close()`` (WebUI calls it when
+    the request is over, whatever happened) closes the request as WebUI does, then undoes ``edits``: every
+    edit of ``p``, these wrappers included.
     """
     drop_copied_guard(p)
     if vars(p).get(GUARD_ATTR) == id(p):
         return
-    setup_prompts, original_sample = p.setup_prompts, p.sample
+    setup_prompts, original_sample, close = p.setup_prompts, p.sample, p.close
 
     def guarded_setup_prompts(*args: Any, **kwargs: Any) -> Any:
         error = refusal()
@@ -70,8 +74,15 @@ def guard(p: Any, refusal: Callable[[], BaseException | None], sample: Callable[
                 logger.exception("AnimateDiff: ending the failed request")
             raise
 
-    p.setup_prompts, p.sample = guarded_setup_prompts, guarded_sample
-    setattr(p, GUARD_ATTR, id(p))
+    def guarded_close(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return close(*args, **kwargs)
+        finally:
+            edits.undo()
+
+    for name, wrapper in (("setup_prompts", guarded_setup_prompts), ("sample", guarded_sample),
+                          ("close", guarded_close), (GUARD_ATTR, id(p))):
+        edits.set_attribute(p, name, wrapper)
 
 
 __all__ = ["GUARD_ATTR", "drop_copied_guard", "guard"]

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from .errors import HostUnsupportedError, IncompatibleModelError, ParameterError, TooManyFramesError
 from .infotext import to_infotext
-from .injection import TemporalWindows
+from .injection import FrameHooks
 from .loading import load_for_unet, short_hash
 from .model import MotionModule
 from .model_files import resolve_motion_module
@@ -98,21 +98,19 @@ class RunPlan:
         keyframes = None if self.travel is None else {k: self.travel.prompt_at(k) for k in self.travel.keyframes}
         return PromptSchedule(keyframes, str(self.params.prompt_interpolation.value))
 
-    def denoise(self, denoiser: Denoiser, x: Tensor, sigma: Any, cond: Any, *, step: int,
-                set_window: Callable[[int], None], max_rows: int | None = None,
-                on_frames: Callable[[list[int]], None] | None = None,
-                set_temporal: Callable[[TemporalWindows | None], None] | None = None,
-                set_frames: Callable[[list[int]], None] | None = None) -> Tensor:
+    def denoise(self, denoiser: Denoiser, x: Tensor, sigma: Any, cond: Any, *, step: int, frames: FrameHooks,
+                max_rows: int | None = None, on_frames: Callable[[list[int]], None] | None = None) -> Tensor:
         """Run ``denoiser`` over ``x`` of ``groups * frames`` rows, one group (video) per call.
 
         Groups (cond, uncond, ...) are never mixed in one call, so the calls are the same whether
         WebUI batches cond and uncond together or not: the result does not depend on that setting.
         Window mode ``unet``: one call per context window (or several, up to ``max_rows`` rows).
         ``motion_module``: one call per group over all its frames, with the step's windows handed to the
-        motion modules through ``set_temporal`` (cleared afterwards), and the spatial layers run over
+        motion modules (``frames.set_temporal_windows``, cleared afterwards), and the spatial layers run over
         chunks of ``max(max_rows, context)`` rows inside it; one window of all frames is the same in both modes.
-        ``set_frames`` and ``on_frames`` get the video frame of each row before every call (the injection's
-        per-frame motion scales, ControlNet's hints).
+        ``frames`` (the run's :class:`injection.Injection`) learns each call's frames per video
+        (``set_window``) and the video frame of each row (``select_frames``: per-frame motion scales), as does
+        ``on_frames`` (ControlNet's hints).
         """
         rows = x.shape[0]
         if rows % self.frames:
@@ -122,11 +120,9 @@ class RunPlan:
         windows, fusion = self.windows(step), str(self.params.fusion.value)
         temporal = None
         if self.params.window_mode == WindowMode.MOTION_MODULE and windows != [list(range(self.frames))]:
-            if set_temporal is None:
-                raise ValueError("motion-module windows need set_temporal (e.g. Injection.set_temporal_windows)")
             chunk = max(max_rows or 0, self.context)  # spatial layers: as many rows as a whole-UNet call
             temporal, windows = temporal_windows(windows, self.frames, fusion, chunk), [list(range(self.frames))]
-            set_temporal(temporal)
+            frames.set_temporal_windows(temporal)
         try:
             outputs = []
             for group in range(rows // self.frames):
@@ -134,10 +130,10 @@ class RunPlan:
                 outputs.append(windowed_denoise(
                     denoiser, x[index], slice_rows(sigma, rows, index), slice_rows(cond, rows, index),
                     num_frames=self.frames, windows=windows, fusion=fusion, max_rows=max_rows,
-                    set_window=set_window, on_frames=_both(set_frames, on_frames)))
+                    set_window=frames.set_window, on_frames=_both(frames.select_frames, on_frames)))
         finally:
-            if temporal is not None and set_temporal is not None:
-                set_temporal(None)
+            if temporal is not None:
+                frames.set_temporal_windows(None)
         return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
 
 
@@ -161,10 +157,10 @@ class PromptSchedule:
         return _stack_like(cond, interpolate_conds(keys, _rows(cond), cyclic=closed_loop, method=self.method))
 
 
-def _both(first: Callable[[list[int]], None] | None,
-          second: Callable[[list[int]], None] | None) -> Callable[[list[int]], None] | None:
-    if first is None or second is None:
-        return first or second
+def _both(first: Callable[[list[int]], None],
+          second: Callable[[list[int]], None] | None) -> Callable[[list[int]], None]:
+    if second is None:
+        return first
 
     def call(rows: list[int]) -> None:
         first(rows)

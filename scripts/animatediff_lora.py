@@ -8,7 +8,7 @@ those files and gives every other file to the original, unchanged:
 
 * a motion LoRA (``v2_lora_*.ckpt``, its re-saves, the diffusers and PEFT layouts) loads as an empty network: none of
   it goes into the spatial UNet. AnimateDiff merges it into the motion module for its run, with the prompt's UNet
-  strength, inside ``patch.animatediff_patch`` (scripts/animatediff.py ``_sample``), and undoes it there.
+  strength, inside the host's model patch (``session.Request.sample``), and undoes it there.
 * a spatial LoRA in a dotted diffusers layout (the V3 domain adapter ``v3_sd15_adapter.ckpt``) is renamed to the
   Lora extension's names and matched to the UNet's layers the way that extension matches any file, so it works as an
   ordinary LoRA: ``<lora:v3_sd15_adapter:0.8>``, with or without AnimateDiff.
@@ -26,6 +26,7 @@ from typing import Any
 from modules import script_callbacks, shared
 
 from motion_module import lora
+from motion_module.session import request_of
 
 logger = logging.getLogger("animatediff")
 NOTES_KEY = "AnimateDiff notes"
@@ -97,7 +98,7 @@ def uninstall(*_: Any) -> None:
 def on_cfg_denoiser(params: Any) -> None:
     """First step of a generation without AnimateDiff: a note for each motion LoRA in its prompt."""
     p = getattr(params.denoiser, "p", None)
-    if params.sampling_step != 0 or p is None or getattr(p, "animatediff_run", None) is not None:
+    if params.sampling_step != 0 or p is None or request_of(p) is not None:
         return
     networks = getattr(sys.modules.get("networks"), "loaded_networks", None) or []
     names = [n.name for n in networks if lora.lora_kind(n.network_on_disk.filename) == lora.MOTION]

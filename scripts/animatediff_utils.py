@@ -12,6 +12,7 @@ from typing import Any
 
 from motion_module.params import from_script_args, script_slice
 from motion_module.run import PromptSchedule
+from motion_module.session import request_of
 
 logger = logging.getLogger("animatediff")
 
@@ -34,7 +35,7 @@ class AnimateDiffArgs:
 def get_animatediff_arg(p: Any) -> AnimateDiffArgs | None:
     """AnimateDiff's parameters for this job, or None when the script is absent or its args are bad."""
     try:
-        run = getattr(p, "animatediff_run", None)
+        run = request_of(p)
         params = run.params if run is not None else None
         if params is None:
             args = script_slice(p.scripts, p.script_args, "animatediff")

@@ -91,7 +91,7 @@ def run(unet: torch.nn.Module, hints: torch.Tensor, how: Slice, *, doubled: bool
     with injected(unet, make_mm("v2"), 4) as injection, torch.no_grad():
         for step in range(3):
             with HintSlicer([param], FRAMES) as slicer:
-                x = plan.denoise(model, x, t, {"c_crossattn": c}, step=step, set_window=injection.set_window,
+                x = plan.denoise(model, x, t, {"c_crossattn": c}, step=step, frames=injection,
                                  max_rows=max_rows, on_frames=lambda rows, s=slicer: how(s, rows))
             assert param.hint_cond is original  # the full tensor is back after every step
     return x

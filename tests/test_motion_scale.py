@@ -74,8 +74,7 @@ def test_frames_at_scale_zero_are_the_bare_unets(mode: str) -> None:
         bare = unet(x, t, c)
         with animatediff_patch(Host(unet), make_mm("v2"), plan.context, motion_scale=plan.motion_scales()) as patch:
             inj = patch.injection
-            out = plan.denoise(lambda xs, ss, cs: unet(xs, ss, cs), x, t, c, step=0, set_window=inj.set_window,
-                               set_temporal=inj.set_temporal_windows, set_frames=inj.select_frames)
+            out = plan.denoise(lambda xs, ss, cs: unet(xs, ss, cs), x, t, c, step=0, frames=inj)
     torch.testing.assert_close(out[:4], bare[:4], rtol=1e-6, atol=1e-6)  # fused windows: equal up to rounding
     assert (out[4:] - bare[4:]).abs().amax() > 1e-3
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from motion_module.patch import Changes
 from motion_module.request_guard import GUARD_ATTR, drop_copied_guard, guard
 
 
@@ -38,6 +39,9 @@ class P:
             raise self.sampling_error
         return "latents"
 
+    def close(self) -> None:
+        self.log.append("close")
+
 
 class Request:
     """One AnimateDiff request's state, as the adapter keeps it."""
@@ -45,9 +49,10 @@ class Request:
     def __init__(self, p: P, refusal: BaseException | None = None) -> None:
         self.p, self.error, self.cleanups = p, refusal, 0
         self.scripts = [ControlNetLike()]
+        self.edits = Changes()
 
     def install(self) -> None:
-        guard(self.p, lambda: self.error, lambda call: ("animated", call()), self.failed)
+        guard(self.p, self.edits, lambda: self.error, lambda call: ("animated", call()), self.failed)
 
     def failed(self, error: BaseException) -> None:
         self.error = self.error or error
@@ -60,20 +65,39 @@ def process_images(request: Request) -> Any:
     """WebUI's order (processing.process_images / process_images_inner), without the parts not involved."""
     p = request.p
     request.install()  # AnimateDiff's before_process
-    p.setup_prompts()
-    for script in request.scripts:
-        script.process(p)
-    result = p.sample(steps=2)
-    for script in request.scripts:
-        script.postprocess(p)
-    return result
+    try:  # WebUI: `with closing(p)`
+        p.setup_prompts()
+        for script in request.scripts:
+            script.process(p)
+        result = p.sample(steps=2)
+        for script in request.scripts:
+            script.postprocess(p)
+        return result
+    finally:
+        p.close()
 
 
 def test_success_runs_the_sampler_once_and_nothing_else() -> None:
     request = Request(P(Model()))
     assert process_images(request) == ("animated", "latents")
-    assert request.p.log == ["setup_prompts", "sample 2"] and request.cleanups == 0
+    assert request.p.log == ["setup_prompts", "sample 2", "close"] and request.cleanups == 0
     assert request.p.model.bound == []
+
+
+@pytest.mark.parametrize("error", [None, ValueError("refused"), RuntimeError("out of memory"), KeyboardInterrupt()])
+def test_closing_the_request_undoes_the_wrappers_and_every_other_edit(error: BaseException | None) -> None:
+    request = Request(P(Model(), sampling_error=None if isinstance(error, ValueError) else error),
+                      error if isinstance(error, ValueError) else None)
+    before = dict(vars(request.p))
+    request.edits.set_attribute(request.p, "batch_size", 16)  # the request's own edits, with the wrappers
+    if error is None:
+        process_images(request)
+    else:
+        with pytest.raises(type(error)):
+            process_images(request)
+    assert vars(request.p).keys() - {"log"} == before.keys() - {"log"}
+    assert all(vars(request.p)[k] is v for k, v in before.items() if k != "log")
+    assert request.p.log[-1] == "close" and not request.edits.active
 
 
 def test_a_refusal_fails_before_any_other_script_process_runs() -> None:
@@ -82,7 +106,7 @@ def test_a_refusal_fails_before_any_other_script_process_runs() -> None:
     with pytest.raises(ValueError) as caught:
         process_images(request)
     assert caught.value is refusal
-    assert request.p.log == [] and request.p.model.bound == []  # nothing bound, nothing to undo
+    assert request.p.log == ["close"] and request.p.model.bound == []  # nothing bound, nothing to undo
 
 
 @pytest.mark.parametrize("error", [RuntimeError("out of memory"), KeyboardInterrupt()])
@@ -102,7 +126,7 @@ def test_an_error_found_during_sampling_is_raised_from_sample_with_the_cleanup()
     request.error = ValueError("found in a hook")
     with pytest.raises(ValueError, match="found in a hook"):
         request.p.sample(steps=1)
-    assert request.p.log == ["setup_prompts"] and request.p.model.bound == []
+    assert request.p.log == ["setup_prompts"] and request.p.model.bound == []  # (not closed: no process_images)
 
 
 def test_a_failing_cleanup_does_not_hide_the_error() -> None:
@@ -111,7 +135,7 @@ def test_a_failing_cleanup_does_not_hide_the_error() -> None:
     def broken(error: BaseException) -> None:
         raise OSError("cleanup broke")
 
-    guard(request.p, lambda: None, lambda call: call(), broken)
+    guard(request.p, Changes(), lambda: None, lambda call: call(), broken)
     with pytest.raises(RuntimeError, match="the real error"):
         request.p.sample(steps=1)
 

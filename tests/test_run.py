@@ -9,6 +9,7 @@ from motion_module.errors import ParameterError, TooManyFramesError
 from motion_module.params import AnimateDiffParams
 from motion_module.run import plan_run
 from motion_module.spec import MotionModuleSpec
+from tests.fixtures.unets import FrameLog
 
 V2 = MotionModuleSpec("v2", "sd15", (32, 64, 128, 128), 32, True)
 V1 = MotionModuleSpec("v1", "sd15", (32, 64, 128, 128), 24, False)
@@ -94,15 +95,15 @@ def test_denoise_never_mixes_groups() -> None:
     x = torch.randn(40, 4, 2, 2)
     sigma = torch.rand(40)
     cond = {"c_crossattn": [torch.randn(40, 3, 5)], "c_concat": [torch.zeros(40, 5, 1, 1)]}
-    frames: list[int] = []
-    together = plan.denoise(denoiser, x, sigma, cond, step=3, set_window=frames.append)
-    assert set(calls) == {8} and set(frames) == {8}
+    frames = FrameLog()
+    together = plan.denoise(denoiser, x, sigma, cond, step=3, frames=frames)
+    assert set(calls) == {8} and set(frames.windows) == {8}
     halves = [plan.denoise(denoiser, x[i:i + 20], sigma[i:i + 20],
-                           {k: [v[0][i:i + 20]] for k, v in cond.items()}, step=3, set_window=frames.append)
+                           {k: [v[0][i:i + 20]] for k, v in cond.items()}, step=3, frames=frames)
               for i in (0, 20)]
     assert torch.equal(together, torch.cat(halves))
     with pytest.raises(ParameterError, match="AND prompts"):
-        plan.denoise(denoiser, torch.randn(30, 4, 2, 2), sigma[:30], None, step=0, set_window=frames.append)
+        plan.denoise(denoiser, torch.randn(30, 4, 2, 2), sigma[:30], None, step=0, frames=frames)
 
 
 def test_short_clip_calls_denoiser_once_per_group() -> None:
@@ -110,5 +111,5 @@ def test_short_clip_calls_denoiser_once_per_group() -> None:
     seen: list[int] = []
     x = torch.randn(12, 4, 2, 2)
     out = plan.denoise(lambda a, s, c: (seen.append(a.shape[0]), a * 2)[1], x, torch.ones(12), None, step=0,
-                       set_window=lambda n: None)
+                       frames=FrameLog())
     assert seen == [6, 6] and torch.equal(out, x * 2)

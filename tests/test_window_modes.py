@@ -42,7 +42,7 @@ def run(unet: torch.nn.Module, frames: int, mode: str, family: str = "v2", steps
             for step in steps:
                 counts.update(spatial=0, temporal=0, widest=0)
                 x = plan.denoise(lambda xs, ss, cs: unet(xs, ss, cs), x, t, c, step=step, max_rows=max_rows,
-                                 set_window=injection.set_window, set_temporal=injection.set_temporal_windows)
+                                 frames=injection)
                 per_step.append((counts["spatial"], counts["temporal"] / positions, counts["widest"]))
                 assert injection._state.temporal is None  # cleared after every step
     finally:

@@ -24,22 +24,25 @@ Nothing from Forge is imported here.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
+from .. import controlnet
 from ..errors import HostUnsupportedError
 from ..injection import FrameState, Injection, InsertedTemporal, after_layers, group_norm_across_frames, plan_sites
 from ..lora import MotionLora
 from ..model import MotionModule
-from ..patch import HostPatch, _swap_schedule
+from ..patch import Changes, HostPatch, _swap_schedule
+from ..run import HostState
 from ..weights import follow_host
+from .a1111 import A1111Host, controlnet_script, host_state
 
 if TYPE_CHECKING:
     from ..params import AnimateDiffParams
-    from ..run import HostState, RunPlan
+    from ..session import Request
     from ..spec import MotionModuleSpec
 
 HOST = "Forge"
@@ -107,12 +110,11 @@ class ForgePatch(HostPatch):
                  table: dict[tuple[int, int], InsertedTemporal]) -> None:
         super().__init__(stack, injection)
         self._state, self._table = state, table
-        self.step = 0  # the sampler's denoiser step (set per call from on_cfg_denoiser)
 
-    def apply(self, forge_objects: Any, plan: RunPlan, max_rows: int | None,
-              error: Callable[[], BaseException | None]) -> Any:
-        """Clone ``forge_objects.unet`` with the motion modules, the windowed wrapper and the module in the memory
-        manager; the clone replaces ``forge_objects.unet`` until the patch ends. Returns the clone."""
+    def apply(self, forge_objects: Any, request: Request) -> Any:
+        """Clone ``forge_objects.unet`` with the motion modules, the request's windowed wrapper
+        (:meth:`session.Request.denoise`) and the module in the memory manager; the clone replaces
+        ``forge_objects.unet`` until the patch ends. Returns the clone."""
         patcher = forge_objects.unet
         require(patcher)
         if getattr(patcher, "controlnet_linked_list", None) is not None:
@@ -127,17 +129,12 @@ class ForgePatch(HostPatch):
         outer = clone.model_options.get("model_function_wrapper")
 
         def wrapper(apply_model: Callable[..., Tensor], args: dict[str, Any]) -> Tensor:
-            if (failed := error()) is not None:
-                raise failed
-
             def unet(xs: Tensor, ts: Tensor, cs: dict[str, Any]) -> Tensor:
                 if outer is None:
                     return apply_model(xs, ts, **cs)
                 return outer(apply_model, {**args, "input": xs, "timestep": ts, "c": cs})
 
-            return plan.denoise(unet, args["input"], args["timestep"], args["c"], step=self.step,
-                                set_window=injection.set_window, max_rows=max_rows,
-                                set_temporal=injection.set_temporal_windows, set_frames=injection.select_frames)
+            return request.denoise(unet, args["input"], args["timestep"], args["c"])
 
         clone.add_block_inner_modifier(modifier)
         clone.set_model_unet_function_wrapper(wrapper)
@@ -178,5 +175,48 @@ def forge_patch(sd_model: Any, motion_module: MotionModule, window: int, alphas_
         yield patch
 
 
-__all__ = ["ForgePatch", "check_module", "enabled_units", "forge_patch", "forge_unet", "is_forge", "require",
-           "schedule_buffers", "unsupported"]
+class ForgeHost(A1111Host):
+    """Stable Diffusion WebUI Forge 2.x: A1111's ``modules`` API, with Forge's own model (``backend/``). The motion
+    modules run through each sampling's clone of its ``UnetPatcher`` (:meth:`ForgePatch.apply`)."""
+
+    name = HOST
+
+    def loaded_model(self, p: Any) -> Any:
+        """Forge loads the checkpoint only after the scripts' ``before_process``
+        (``processing.manage_model_and_prompt_cache``): loaded here with that same call
+        (``sd_models.forge_model_reload``), which Forge then finds done."""
+        from modules import sd_models
+
+        return sd_models.forge_model_reload()[0]
+
+    def unet(self, sd_model: Any) -> nn.Module | None:
+        return forge_unet(sd_model)
+
+    def state(self, p: Any, sd_model: Any) -> HostState:
+        cn = controlnet_script(p)
+        units = cn is not None and enabled_units(p.script_args[cn.args_from:cn.args_to])
+        return host_state(p, sd_model, self.unet(sd_model), forge=True, controlnet_units=units)
+
+    def video_input(self, p: Any, params: AnimateDiffParams, edits: Changes) -> controlnet.VideoToVideo:
+        """Video input is refused on Forge (``unsupported``, checked before): no frames from here."""
+        return controlnet.VideoToVideo({}, 0)
+
+    def check_module(self, spec: MotionModuleSpec) -> None:
+        check_module(spec)
+
+    def model_patch(self, p: Any, request: Request) -> AbstractContextManager[HostPatch]:
+        plan = request.planned
+        assert request.module is not None
+        return forge_patch(p.sd_model, request.module, plan.context, plan.schedule.alphas_cumprod(),
+                           plan.motion_scales(), self.motion_loras())
+
+    def on_denoiser(self, denoiser: Any, request: Request) -> None:
+        """Nothing per call: the patched UNet function wrapper runs the windows (the step is the request's)."""
+
+    def before_every_sampling(self, p: Any, request: Request) -> None:
+        assert isinstance(request.patch, ForgePatch)
+        request.patch.apply(p.sd_model.forge_objects, request)
+
+
+__all__ = ["ForgeHost", "ForgePatch", "check_module", "enabled_units", "forge_patch", "forge_unet", "is_forge",
+           "require", "schedule_buffers", "unsupported"]

@@ -75,8 +75,7 @@ def step(unet: torch.nn.Module, mm: MotionModule | None, frames: int, mode: str,
 
     def run() -> torch.Tensor:
         with injected(unet, mm, plan.context) as inj:
-            return plan.denoise(lambda xs, ss, cs: unet(xs, ss, cs), x, t, c, step=0, set_window=inj.set_window,
-                                set_temporal=inj.set_temporal_windows)
+            return plan.denoise(lambda xs, ss, cs: unet(xs, ss, cs), x, t, c, step=0, frames=inj)
     return run
 
 
