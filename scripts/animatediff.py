@@ -79,8 +79,6 @@ def _prepare(p: Any, run: Run) -> None:
         scheduler=str(getattr(p, "scheduler", "") or ""), steps=int(p.steps or 20), cfg_scale=float(p.cfg_scale),
         dtype=devices.dtype_unet, sampler=str(p.sampler_name or ""),
         fp8_storage=p.override_settings.get("fp8_storage", opt("fp8_storage")))
-    if host.forge:
-        forge.check_module(ready.module.spec)
     run.module, run.plan, p.batch_size = ready.module, ready.plan, ready.plan.frames
     if ready.prompts is not None:
         run.original_prompt, p.prompt = prompt, ready.prompts
