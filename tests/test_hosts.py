@@ -1,6 +1,7 @@
 """The host layer (motion_module/hosts) on the CPU: Forge's way of running the motion modules (after a block's
 layers, no insertion) gives the inserted result, its schedule swap on the predictor is exact and undone, and what
-Forge cannot do yet is refused by name. The live Forge tier (tests/forge) runs the same code in Forge itself."""
+Forge cannot do yet is refused by name; the SDXL families plan and patch an SDXL-shaped UNet. The live Forge tier
+(tests/forge) runs the same code in Forge itself."""
 
 from __future__ import annotations
 
@@ -27,30 +28,76 @@ def sd15() -> nn.Module:
     return tiny_unet("sd15")
 
 
-@pytest.mark.parametrize("family", ["v2", "v3"])
-def test_after_layers_gives_the_inserted_result(sd15: nn.Module, family: str) -> None:
+@pytest.fixture(scope="module")
+def sdxl() -> nn.Module:
+    return tiny_unet("sdxl")
+
+
+@pytest.mark.parametrize(("family", "base", "sites"), [("v2", "sd15", 21), ("v3", "sd15", 20), ("sdxl", "sdxl", 15)])
+def test_after_layers_gives_the_inserted_result(sd15: nn.Module, sdxl: nn.Module, family: str, base: str,
+                                                sites: int) -> None:
     """Running each site's module on the output of the layer before it (what Forge's block-inner modifier does)
-    is the same computation as inserting it into the block, and leaves the UNet untouched."""
-    mm = make_mm(family)
+    is the same computation as inserting it into the block, and leaves the UNet untouched (SD1.5 and SDXL)."""
+    mm, unet = make_mm(family, base), sd15 if base == "sd15" else sdxl
     x, t, ctx = unet_inputs(4)
-    with torch.no_grad(), injected(sd15, mm, 4):
-        inserted = sd15(x, t, context=ctx)
-    before = unet_fingerprint(sd15)
-    table = after_layers(plan_sites(sd15, mm), mm, FrameState(4, mm.spec.max_frames))
-    blocks = {id(b): b for b in [*sd15.input_blocks, sd15.middle_block, *sd15.output_blocks]}
+    with torch.no_grad(), injected(unet, mm, 4):
+        inserted = unet(x, t, context=ctx)
+    before = unet_fingerprint(unet)
+    table = after_layers(plan_sites(unet, mm), mm, FrameState(4, mm.spec.max_frames))
+    blocks = {id(b): b for b in [*unet.input_blocks, unet.middle_block, *unet.output_blocks]}
     undo = [wrap_instance_forward(blocks[key][index], lambda inner, m=module: lambda *a, **k: m(inner(*a, **k)))
             for (key, index), module in table.items()]
     try:
         with torch.no_grad():
-            hooked = sd15(x, t, context=ctx)
+            hooked = unet(x, t, context=ctx)
     finally:
         for step in reversed(undo):
             step()
-    assert len(table) == (21 if family == "v2" else 20)
+    assert len(table) == sites
     assert torch.equal(hooked, inserted)
-    assert unet_fingerprint(sd15)["tree"] == before["tree"]
+    assert unet_fingerprint(unet)["tree"] == before["tree"]
     with torch.no_grad():
-        assert not torch.equal(sd15(x, t, context=ctx), inserted)  # the modules do change the output
+        assert not torch.equal(unet(x, t, context=ctx), inserted)  # the modules do change the output
+
+
+class Patcher(SimpleNamespace):
+    """What ``ForgePatch.apply`` calls of Forge's ``UnetPatcher``, recording what the clone was given."""
+
+    def clone(self) -> Patcher:
+        return Patcher(model=self.model, model_options={}, given={})
+
+    def add_block_inner_modifier(self, modifier: object) -> None:
+        self.given["block_inner_modifier"] = modifier
+
+    def set_model_unet_function_wrapper(self, wrapper: object) -> None:
+        self.given["unet_wrapper"] = wrapper
+
+    def set_group_norm_wrapper(self, wrapper: object) -> None:
+        self.given["group_norm_wrapper"] = wrapper
+
+    def add_extra_torch_module_during_sampling(self, module: nn.Module, cast_to_unet_dtype: bool = True) -> None:
+        self.given["extra_module"] = module
+
+
+@pytest.mark.parametrize(("family", "pooled"), [("sdxl", False), ("hotshot", True)])
+def test_sdxl_families_patch_forges_sdxl_unet(sdxl: nn.Module, family: str, pooled: bool) -> None:
+    """AnimateDiff-SDXL and HotShot-XL on an SDXL-shaped UNet (Forge's has sgm's block layout): the clone gets the
+    modifier at every site, the motion module, and for HotShot the GroupNorm pooled over each video's frames."""
+    mm = make_mm(family, "sdxl")
+    patcher = Patcher(model=SimpleNamespace(diffusion_model=sdxl, predictor=None), model_options={}, given={})
+    objects = SimpleNamespace(unet=patcher)
+    with forge.forge_patch(SimpleNamespace(forge_objects=objects), mm, 4) as patch:
+        clone = patch.apply(objects, SimpleNamespace(), None, lambda: None)
+        assert objects.unet is clone and clone.given["extra_module"] is mm
+        assert len(patch.injection.sites) == 15 and patch.injection.sites[0] == "input_blocks.1"
+        assert ("group_norm_wrapper" in clone.given) is pooled
+        if pooled:
+            norm, x = sdxl.out[0], torch.randn(8, 32, 4, 4)  # two videos of 4 frames
+            out = clone.given["group_norm_wrapper"](norm, x, {})
+            per_video = torch.cat([torch.nn.functional.group_norm(v.transpose(0, 1)[None], 32, norm.weight,
+                                   norm.bias, norm.eps)[0].transpose(0, 1) for v in x.split(4)])
+            assert torch.allclose(out, per_video, atol=1e-5) and not torch.allclose(out, norm(x), atol=1e-3)
+    assert objects.unet is patcher
 
 
 class Predictor(nn.Module):
@@ -95,10 +142,6 @@ def test_forge_refuses_by_name(sd15: nn.Module) -> None:
         assert forge.unsupported(state, params) is None
         check_host(state, params)
     check_host(HostState(), AnimateDiffParams(video_source="clip.mp4"))  # A1111: fine
-    with pytest.raises(HostUnsupportedError, match="SDXL"):
-        forge.check_module(make_mm("sdxl", "sdxl").spec)
-    for family in ("v1", "v2", "v3"):
-        forge.check_module(make_mm(family).spec)
     patcher = SimpleNamespace(model=SimpleNamespace(diffusion_model=sd15, predictor=None))
     sd_model = SimpleNamespace(forge_objects=SimpleNamespace(unet=patcher))
     motion_lora = MotionLora("v2_lora_ZoomIn", {})  # refused before its layers are read

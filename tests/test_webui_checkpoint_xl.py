@@ -49,3 +49,39 @@ def test_yaml_is_the_resized_sdxl_config(tmp_path: Path) -> None:
     assert [e.target.rsplit(".", 1)[1] for e in embedders] == [
         "FrozenCLIPEmbedder", "FrozenOpenCLIPEmbedder2", *["ConcatTimestepEmbedderND"] * 3]
     assert embedders[0].params.version == str(tmp_path / "clip")
+
+
+def test_full_adm_shape_is_sdxls_vector_width(tmp_path: Path) -> None:
+    """``tiny-sdxl2816``: pooled 1280 + 6 x 256 = 2816 (what Forge's SDXL conditioner builds), its yaml names the
+    tiny OpenCLIP config, and the Forge folder describes the same text tower (Forge builds it from there)."""
+    import json
+
+    from tests.fixtures.forge_checkpoint import SDXL_FOLDER, TOKENIZER_FILES, build_forge_repo_xl
+    from tests.fixtures.webui_checkpoint_xl import FULL_ADM_SHAPE, OPENCLIP_CONFIG, TEXT_TOWER
+
+    shape = FULL_ADM_SHAPE
+    assert shape.adm_in == 2816 and shape.openclip_embed == 1280 and shape.time_embed_dim == 256
+    state = build_state_dict(vocab_size=600, seed=0, shape=shape)
+    assert state["model.diffusion_model.label_emb.0.0.weight"].shape[1] == 2816
+    assert state["conditioner.embedders.1.model.text_projection"].shape == (256, 1280)
+    assert not any(".resblocks.2." in k for k in state)  # 2 layers
+    config = OmegaConf.create(model_yaml(tmp_path / "clip", shape))
+    embedders = config.model.params.conditioner_config.params.emb_models
+    assert embedders[1].params.arch == OPENCLIP_CONFIG.stem == "animatediff-tiny-openclip-g"
+    assert [e.params.outdim for e in embedders[2:]] == [256] * 3
+    assert config.model.params.network_config.params.adm_in_channels == 2816
+    text = TEXT_TOWER["text_cfg"]
+    assert state["conditioner.embedders.1.model.token_embedding.weight"].shape == (text["vocab_size"], text["width"])
+    forge = tmp_path / "forge"
+    clip = tmp_path / "tiny-clip"
+    for folder in (forge / SDXL_FOLDER / "tokenizer_2", clip):
+        folder.mkdir(parents=True)
+        for name in TOKENIZER_FILES:
+            (folder / name).write_text(f"{folder.name} {name}", encoding="utf-8")
+    (clip / "config.json").write_text("{}", encoding="utf-8")
+    repo = build_forge_repo_xl(tmp_path / "repo", clip, forge)
+    encoder = json.loads((repo / "text_encoder_2" / "config.json").read_text(encoding="utf-8"))
+    assert (encoder["hidden_size"], encoder["num_hidden_layers"], encoder["vocab_size"]) == (256, 2, 49408)
+    assert json.loads((repo / "vae" / "config.json").read_text(encoding="utf-8"))["scaling_factor"] == 0.13025
+    assert (repo / "tokenizer_2" / "vocab.json").read_text(encoding="utf-8") == "tokenizer_2 vocab.json"
+    assert set(json.loads((repo / "model_index.json").read_text(encoding="utf-8"))) >= {"text_encoder_2", "tokenizer_2"}

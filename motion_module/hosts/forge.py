@@ -1,16 +1,18 @@
 """AnimateDiff on Stable Diffusion WebUI Forge 2.x (``backend/``), through Forge's ``UnetPatcher``.
 
-Forge's UNet (``backend/nn/unet.py``) keeps ldm's block structure, so :func:`injection.plan_sites` finds the same
-motion-module sites. It is shared by every clone of the patcher, though, and Forge resets ``forge_objects`` before
-every sampling, so nothing is inserted into it. Per sampling (the script's ``process_before_every_sampling``),
-:meth:`ForgePatch.apply` clones ``p.sd_model.forge_objects.unet`` and gives the clone:
+Forge's UNet (``backend/nn/unet.py``, one class for SD1.5 and SDXL) keeps ldm's and sgm's block structure, so
+:func:`injection.plan_sites` finds the same motion-module sites for every family (SD1.5: V1, V2, V3, AnimateLCM;
+SDXL: AnimateDiff-SDXL, HotShot-XL). It is shared by every clone of the patcher, though, and Forge resets
+``forge_objects`` before every sampling, so nothing is inserted into it. Per sampling (the script's
+``process_before_every_sampling``), :meth:`ForgePatch.apply` clones ``p.sd_model.forge_objects.unet`` and gives
+the clone:
 
 * a block-inner modifier that runs each site's motion module on the output of the layer before the site
   (:func:`injection.after_layers`): the same computation as inserting it;
 * a UNet function wrapper that runs :meth:`RunPlan.denoise` (context windows, motion-module windows, per-frame
   motion scales), chained over a wrapper another extension set;
 * the motion module as an extra torch module (``cast_to_unet_dtype=False``), so Forge's memory manager moves it;
-* for V1-type modules (``spec.cross_frame_groupnorm``), a group-norm wrapper: the ResBlocks' and the output's
+* for V1 and HotShot-XL (``spec.cross_frame_groupnorm``), a group-norm wrapper: the ResBlocks' and the output's
   GroupNorm pool their statistics over the frames of each video (:func:`injection.group_norm_across_frames`).
 
 The beta schedule: Forge never reads ``add_alphas_cumprod_modifier``'s option, and its samplers read the sigmas of
@@ -43,7 +45,6 @@ from .a1111 import A1111Host, controlnet_script, host_state
 if TYPE_CHECKING:
     from ..params import AnimateDiffParams
     from ..session import Request
-    from ..spec import MotionModuleSpec
 
 HOST = "Forge"
 PATCHER_METHODS = ("clone", "add_block_inner_modifier", "set_model_unet_function_wrapper",
@@ -75,12 +76,6 @@ def enabled_units(script_args: Sequence[Any]) -> bool:
     dicts)."""
     return any(bool(unit.get("enabled")) if isinstance(unit, dict) else bool(getattr(unit, "enabled", False))
                for unit in script_args)
-
-
-def check_module(spec: MotionModuleSpec) -> None:
-    """Refuse the motion-module families this adapter does not run on Forge yet."""
-    if spec.base != "sd15":
-        raise HostUnsupportedError(HOST, f"{spec.family} motion modules (SDXL); use an SD1.5 checkpoint and module")
 
 
 def require(patcher: Any, names: Sequence[str] = PATCHER_METHODS) -> None:
@@ -160,7 +155,6 @@ def forge_patch(sd_model: Any, motion_module: MotionModule, window: int, alphas_
     unet = forge_unet(sd_model)
     if unet is None:
         raise HostUnsupportedError(HOST, f"this model ({type(sd_model).__name__}) has no SD-family UNet")
-    check_module(motion_module.spec)
     sites = plan_sites(unet, motion_module)
     state = FrameState(window, motion_module.spec.max_frames)
     follow_host(motion_module, unet)
@@ -201,9 +195,6 @@ class ForgeHost(A1111Host):
         """Video input is refused on Forge (``unsupported``, checked before): no frames from here."""
         return controlnet.VideoToVideo({}, 0)
 
-    def check_module(self, spec: MotionModuleSpec) -> None:
-        check_module(spec)
-
     def model_patch(self, p: Any, request: Request) -> AbstractContextManager[HostPatch]:
         plan = request.planned
         assert request.module is not None
@@ -218,5 +209,5 @@ class ForgeHost(A1111Host):
         request.patch.apply(p.sd_model.forge_objects, request)
 
 
-__all__ = ["ForgeHost", "ForgePatch", "check_module", "enabled_units", "forge_patch", "forge_unet", "is_forge",
+__all__ = ["ForgeHost", "ForgePatch", "enabled_units", "forge_patch", "forge_unet", "is_forge",
            "require", "schedule_buffers", "unsupported"]

@@ -88,19 +88,23 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         terminalreporter.write_line(line)
 
 
+def forge_dir() -> Path:
+    path = Path(os.environ["ANIMATEDIFF_FORGE_DIR"]).expanduser().resolve()
+    if not (path / "launch.py").exists():
+        pytest.fail(f"ANIMATEDIFF_FORGE_DIR={path} has no launch.py: point it at a Forge install")
+    return path
+
+
 @pytest.fixture(scope="session")
 def forge_model(tmp_path_factory: pytest.TempPathFactory) -> ForgeModel:
-    return build_model(tmp_path_factory.mktemp("forge-model"))
+    return build_model(tmp_path_factory.mktemp("forge-model"), forge_dir())
 
 
 def _launch(root: Path, model: ForgeModel, with_extension: bool) -> Iterator[ForgeSession]:
-    forge_dir = Path(os.environ["ANIMATEDIFF_FORGE_DIR"]).expanduser().resolve()
-    if not (forge_dir / "launch.py").exists():
-        pytest.fail(f"ANIMATEDIFF_FORGE_DIR={forge_dir} has no launch.py: point it at a Forge install")
-    python = Path(os.environ.get("ANIMATEDIFF_FORGE_PYTHON") or resolve_python(forge_dir, {}))
+    python = Path(os.environ.get("ANIMATEDIFF_FORGE_PYTHON") or resolve_python(forge_dir(), {}))
     data_dir = root / "data"
     prepare_data_dir(data_dir, model, with_extension)
-    forge = start_forge(forge_dir, python, data_dir, model, root / "forge.log", ["--api-auth", ":".join(AUTH)])
+    forge = start_forge(forge_dir(), python, data_dir, model, root / "forge.log", ["--api-auth", ":".join(AUTH)])
     _logs.append(forge.log_path)
     try:
         try:
@@ -127,15 +131,23 @@ def plain_forge(tmp_path_factory: pytest.TempPathFactory, forge_model: ForgeMode
 
 
 @pytest.fixture(scope="session")
-def a1111(tmp_path_factory: pytest.TempPathFactory, forge_model: ForgeModel) -> Iterator[WebUIClient]:
+def a1111_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The ``--data-dir`` of the ``a1111`` WebUI (tests may add checkpoints to it)."""
+    return tmp_path_factory.mktemp("a1111") / "data"
+
+
+@pytest.fixture(scope="session")
+def a1111(a1111_data_dir: Path, forge_model: ForgeModel) -> Iterator[WebUIClient]:
     """An A1111 WebUI (``ANIMATEDIFF_WEBUI_DIR``) with this extension and the same tiny checkpoint, for comparing
-    the hosts; skipped when the variable is unset."""
+    the hosts; skipped when the variable is unset. The test-only ``a1111_openclip_ext`` lets it build the tiny
+    SDXL checkpoint's text tower (tests/fixtures/webui_checkpoint_xl.py)."""
     value = os.environ.get("ANIMATEDIFF_WEBUI_DIR", "").strip()
     if not value:
         pytest.skip("comparing with A1111 needs ANIMATEDIFF_WEBUI_DIR (an A1111 1.10 install) too")
-    webui_dir, root = Path(value).expanduser().resolve(), tmp_path_factory.mktemp("a1111")
-    data_dir, port = root / "data", free_port()
+    webui_dir, data_dir, port = Path(value).expanduser().resolve(), a1111_data_dir, free_port()
+    root = data_dir.parent
     link_extension(data_dir, repo_root())
+    link_extension(data_dir, HERE / "a1111_openclip_ext", "animatediff-test-tiny-openclip")
     command = launch_command(resolve_python(webui_dir, os.environ), forge_model.checkpoint, data_dir, port,
                              ["--api-auth", ":".join(AUTH)])
     webui = start_webui(webui_dir, command, port, root / "webui.log")

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.fixtures.controlnet_checkpoint import build_tiny_controlnet
-from tests.fixtures.forge_checkpoint import REPO_ENV, build_forge_repo
+from tests.fixtures.forge_checkpoint import REPO_ENV, XL_REPO_ENV, build_forge_repo, build_forge_repo_xl
 from tests.fixtures.webui_checkpoint import build_tiny_sd15_checkpoint
 from tests.webui.launcher import LaunchedWebUI, free_port, link_extension, repo_root
 
@@ -31,15 +31,19 @@ LAUNCH_FLAGS = (
 
 @dataclass
 class ForgeModel:
-    """The tiny checkpoint (``.safetensors`` + ``.yaml``) and its diffusers-style folder, built once a session."""
+    """The tiny checkpoint (``.safetensors`` + ``.yaml``) and its diffusers-style folder, built once a session, and
+    the folder of the tiny SDXL checkpoint (``tiny-sdxl2816``, written by the tests that use it)."""
 
     checkpoint: Path
     repo: Path
+    xl_repo: Path
 
 
-def build_model(root: Path) -> ForgeModel:
+def build_model(root: Path, forge_dir: Path) -> ForgeModel:
     checkpoint = build_tiny_sd15_checkpoint(root / "checkpoint")
-    return ForgeModel(checkpoint, build_forge_repo(root / "forge-repo", checkpoint.parent / "tiny-sd15-clip"))
+    clip = checkpoint.parent / "tiny-sd15-clip"  # the tiny SDXL checkpoint's CLIP-L is this one
+    return ForgeModel(checkpoint, build_forge_repo(root / "forge-repo", clip),
+                      build_forge_repo_xl(root / "forge-repo-xl", clip, forge_dir))
 
 
 def prepare_data_dir(data_dir: Path, model: ForgeModel, with_extension: bool) -> None:
@@ -65,7 +69,7 @@ def start_forge(forge_dir: Path, python: Path, data_dir: Path, model: ForgeModel
     """Start Forge in its own process group (output to ``log_path``); HF_HOME in the scratch folder."""
     port = free_port()
     env = dict(os.environ, PYTHONUNBUFFERED="1", HF_HOME=str(data_dir.parent / "hf-home"))
-    env[REPO_ENV] = str(model.repo)
+    env[REPO_ENV], env[XL_REPO_ENV] = str(model.repo), str(model.xl_repo)
     env.setdefault("OMP_NUM_THREADS", "1")
     with open(log_path, "wb") as log:
         process = subprocess.Popen(launch_command(python, data_dir, port, extra), cwd=forge_dir, env=env, stdout=log,
