@@ -87,7 +87,7 @@ def test_sdxl_families_patch_forges_sdxl_unet(sdxl: nn.Module, family: str, pool
     patcher = Patcher(model=SimpleNamespace(diffusion_model=sdxl, predictor=None), model_options={}, given={})
     objects = SimpleNamespace(unet=patcher)
     with forge.forge_patch(SimpleNamespace(forge_objects=objects), mm, 4) as patch:
-        clone = patch.apply(objects, SimpleNamespace(), None, lambda: None)
+        clone = patch.apply(objects, SimpleNamespace())  # the request: read only by the wrapper, not called here
         assert objects.unet is clone and clone.given["extra_module"] is mm
         assert len(patch.injection.sites) == 15 and patch.injection.sites[0] == "input_blocks.1"
         assert ("group_norm_wrapper" in clone.given) is pooled
