@@ -141,9 +141,14 @@ class AnimateDiffParams:
         return context // 4 if self.overlap < 0 else min(self.overlap, context - 1)
 
     @property
+    def run_context(self) -> int:
+        """The context length a run uses: ``context``, at most the video's frames (``run.plan_run``)."""
+        return min(self.context, self.frames)
+
+    @property
     def batch_size(self) -> int:
-        """The context length under the reference's name (read by ControlNet)."""
-        return self.context
+        """The context length as it runs, under the reference's name (read by ControlNet)."""
+        return self.run_context
 
     def resolved(self, *, frames: int | None = None, context: int | None = None
                  ) -> AnimateDiffParams:

@@ -182,8 +182,7 @@ def plan_run(params: AnimateDiffParams, spec: MotionModuleSpec, prompt: str) -> 
             f"AnimateDiff parameter 'context': context length {params.context} is more than this {spec.family} "
             "motion module's "
             f"{spec.max_frames}-frame limit: set context to {spec.max_frames} or less")
-    frames = params.frames
-    context = min(params.context, frames)
+    frames, context = params.frames, params.run_context
     overlap = params.overlap_for(context) if context > 1 else 0
     travel = parse_prompt_travel(prompt, frames) if prompt else None
     plan = RunPlan(params, spec, frames, context, overlap, travel, schedule_for(params, spec))

@@ -162,3 +162,12 @@ def test_keyframe_images_are_read_in_natural_order(tmp_path: Path) -> None:
                   allowed_roots=[tmp_path], batch_mode="BATCH")
     staged = sorted(Path(v2v.units[0].batch_images.split("\n")[0]).iterdir())
     assert [p.resolve().name for p in staged] == ["2.png", "10.png"]
+
+
+def test_controlnet_gets_the_context_the_run_uses_capped_at_the_frames() -> None:
+    params = AnimateDiffParams(enable=True, video_length=8, context=16, closed_loop="R+P")
+    plan = plan_run(params, MotionModuleSpec("v3", "sd15", (32, 64, 128, 128), 32, False), "")
+    planned = get_animatediff_arg(SimpleNamespace(animatediff_run=SimpleNamespace(params=params, plan=plan)))
+    unplanned = get_animatediff_arg(SimpleNamespace(animatediff_run=SimpleNamespace(params=params, plan=None)))
+    assert planned is not None and unplanned is not None
+    assert planned.batch_size == unplanned.batch_size == plan.context == 8 and planned.video_length == 8
