@@ -46,8 +46,9 @@ def get_animatediff_arg(p: Any) -> AnimateDiffArgs | None:
         schedule = plan.prompt_schedule() if plan is not None else PromptSchedule(
             method=str(params.prompt_interpolation.value))
         return AnimateDiffArgs(enable=params.enable, video_length=plan.frames if plan else params.frames,
-                               batch_size=plan.context if plan else params.run_context, closed_loop=str(params.closed_loop.value),
-                               video_path=params.video_path, video_source=params.video_source,
+                               batch_size=plan.context if plan else params.run_context,
+                               closed_loop=str(params.closed_loop.value), video_path=params.video_path,
+                               video_source=params.video_source,
                                mask_path=params.mask_path, prompt_scheduler=schedule)
     except Exception:  # never break ControlNet's own processing
         logger.exception("AnimateDiff: could not read the AnimateDiff arguments for ControlNet")
