@@ -104,11 +104,13 @@ def _sample(p: Any, run: Run, call: Any) -> Any:
     plan = run.plan
     assert plan is not None
     schedule, scale = plan.schedule.alphas_cumprod(), plan.motion_scales()
-    loras = lora.active_motion_loras(sys.modules.get("networks"), cached=bool(opt("animatediff_keep_models")))
+    networks, keep = sys.modules.get("networks"), bool(opt("animatediff_keep_models"))  # the Lora extension
     owner: AbstractContextManager[HostPatch]
     if forge.is_forge(p.sd_model):  # Forge: the UNet is patched per sampling (process_before_every_sampling)
+        loras = forge.motion_loras(p, networks, cached=keep)  # Forge keeps no LoRA strengths: from the prompt
         owner = forge.forge_patch(p.sd_model, run.module, plan.context, schedule, scale, loras)
     else:
+        loras = lora.active_motion_loras(networks, cached=keep)
         host = Host(unet=p.sd_model.model.diffusion_model, schedule_owner=p.sd_model)
         owner = animatediff_patch(host, run.module, plan.context, schedule, scale, loras)
     with owner as patch:

@@ -13,6 +13,14 @@ every sampling, so nothing is inserted into it. Per sampling (the script's ``pro
 * for V1-type modules (``spec.cross_frame_groupnorm``), a group-norm wrapper: the ResBlocks' and the output's
   GroupNorm pool their statistics over the frames of each video (:func:`injection.group_norm_across_frames`).
 
+Motion LoRAs (``<lora:v2_lora_ZoomIn:0.8>``): Forge's Lora extension (``sd_forge_lora``) keeps no per-network
+strength (its ``Network.unet_multiplier`` stays 1), so :func:`motion_loras` reads the names and UNet strengths from
+the prompt (``p.extra_network_data["lora"]``, ``lora.prompt_motion_loras``) and the files from the networks it
+loaded; :func:`forge_patch` merges them into the motion module (``lora.applied_motion_loras``), undone exactly.
+Forge's own loading of such a file changes nothing: it matches LoRA keys only to the UNet's and the text encoder's
+layers (``backend/patcher/lora.py``), and no motion-module layer is among them, so it skips the file ("LoRA version
+mismatch"); the live tier checks the UNet is byte-identical afterwards.
+
 The beta schedule: Forge never reads ``add_alphas_cumprod_modifier``'s option, and its samplers read the sigmas of
 ``unet.model.predictor`` live (``ForgeScheduleLinker``), so :func:`forge_patch` swaps the predictor's
 ``alphas_cumprod``/``sigmas``/``log_sigmas`` buffers for the family's schedule and puts the very same tensors back
@@ -32,7 +40,7 @@ from torch import Tensor, nn
 
 from ..errors import HostUnsupportedError
 from ..injection import FrameState, Injection, InsertedTemporal, after_layers, group_norm_across_frames, plan_sites
-from ..lora import MotionLora
+from ..lora import MotionLora, applied_motion_loras, prompt_motion_loras
 from ..model import MotionModule
 from ..patch import HostPatch, _swap_schedule
 from ..weights import follow_host
@@ -72,6 +80,15 @@ def enabled_units(script_args: Sequence[Any]) -> bool:
     dicts)."""
     return any(bool(unit.get("enabled")) if isinstance(unit, dict) else bool(getattr(unit, "enabled", False))
                for unit in script_args)
+
+
+def motion_loras(p: Any, lora_extension: Any, *, cached: bool = True) -> list[tuple[MotionLora, float]]:
+    """The motion LoRAs of ``p``'s prompt with their UNet strengths (``lora_extension``: Forge's ``networks``
+    module, None when its Lora extension is off); none when ``p`` runs without extra networks."""
+    data = getattr(p, "extra_network_data", None) or {}
+    if getattr(p, "disable_extra_networks", False) or lora_extension is None:
+        return []
+    return prompt_motion_loras(data.get("lora", []), lora_extension, cached=cached)
 
 
 def check_module(spec: MotionModuleSpec) -> None:
@@ -155,11 +172,9 @@ def forge_patch(sd_model: Any, motion_module: MotionModule, window: int, alphas_
                 motion_scale: float | Sequence[float] = 1.0,
                 motion_loras: Sequence[tuple[MotionLora, float]] = ()) -> Iterator[ForgePatch]:
     """All Forge changes of one AnimateDiff run (the beta schedule now, the patched UNet per sampling through
-    :meth:`ForgePatch.apply`); undone in reverse order when the block ends. ``motion_loras`` (from the prompt) are
-    refused: Forge's Lora extension gives every network strength 1 and loads the file into the UNet itself."""
-    if motion_loras:
-        names = ", ".join(lora.name for lora, _ in motion_loras)
-        raise HostUnsupportedError(HOST, f"motion LoRAs ({names}); remove <lora:...> of a motion LoRA from the prompt")
+    :meth:`ForgePatch.apply`); undone in reverse order when the block ends. ``motion_loras`` (:func:`motion_loras`)
+    are merged into the motion module (moved to the UNet's device first), each one checked before anything
+    changes (IncompatibleModelError)."""
     unet = forge_unet(sd_model)
     if unet is None:
         raise HostUnsupportedError(HOST, f"this model ({type(sd_model).__name__}) has no SD-family UNet")
@@ -170,6 +185,7 @@ def forge_patch(sd_model: Any, motion_module: MotionModule, window: int, alphas_
     with ExitStack() as stack:
         injection = Injection(motion_module, state, [site.name for site in sites])
         injection.set_motion_scale(motion_scale)
+        stack.enter_context(applied_motion_loras(motion_module, motion_loras))
         if alphas_cumprod is not None:
             predictor = sd_model.forge_objects.unet.model.predictor
             stack.enter_context(_swap_schedule(predictor, schedule_buffers(alphas_cumprod, predictor)))
@@ -178,5 +194,5 @@ def forge_patch(sd_model: Any, motion_module: MotionModule, window: int, alphas_
         yield patch
 
 
-__all__ = ["ForgePatch", "check_module", "enabled_units", "forge_patch", "forge_unet", "is_forge", "require",
-           "schedule_buffers", "unsupported"]
+__all__ = ["ForgePatch", "check_module", "enabled_units", "forge_patch", "forge_unet", "is_forge", "motion_loras",
+           "require", "schedule_buffers", "unsupported"]
