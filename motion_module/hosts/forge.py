@@ -31,6 +31,7 @@ Nothing from Forge is imported here.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from typing import TYPE_CHECKING, Any
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
     from ..run import HostState, RunPlan
     from ..spec import MotionModuleSpec
 
+logger = logging.getLogger("animatediff")
 HOST = "Forge"
 PATCHER_METHODS = ("clone", "add_block_inner_modifier", "set_model_unet_function_wrapper",
                    "add_extra_torch_module_during_sampling")
@@ -88,7 +90,11 @@ def motion_loras(p: Any, lora_extension: Any, *, cached: bool = True) -> list[tu
     data = getattr(p, "extra_network_data", None) or {}
     if getattr(p, "disable_extra_networks", False) or lora_extension is None:
         return []
-    return prompt_motion_loras(data.get("lora", []), lora_extension, cached=cached)
+    loras = prompt_motion_loras(data.get("lora", []), lora_extension, cached=cached)
+    if loras:  # Forge's own loader skips these files with "[LORA] LoRA version mismatch": not an error
+        logger.info("AnimateDiff: motion LoRA %s merged into the motion module (Forge's Lora extension reports "
+                    "a version mismatch for it: expected)", ", ".join(f"{lora.name}:{s:g}" for lora, s in loras))
+    return loras
 
 
 def check_module(spec: MotionModuleSpec) -> None:

@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from tests.fixtures.motion_loras import write_test_loras
 from tests.fixtures.motion_modules import build_state_dict, write_checkpoint
 from tests.webui.client import WebUIClient, tiny_txt2img
 from tests.webui.launcher import (
@@ -39,7 +40,7 @@ from tests.webui.launcher import (
     wait_until_ready,
 )
 
-from .launcher import ForgeModel, build_model, prepare_data_dir, start_forge
+from .launcher import LORA_FOLDER, ForgeModel, build_model, prepare_data_dir, start_forge
 
 HERE = Path(__file__).resolve().parent
 AUTH = ("animatediff", "forge-tier-secret")  # --api-auth of a launched Forge
@@ -136,6 +137,7 @@ def a1111(tmp_path_factory: pytest.TempPathFactory, forge_model: ForgeModel) -> 
     webui_dir, root = Path(value).expanduser().resolve(), tmp_path_factory.mktemp("a1111")
     data_dir, port = root / "data", free_port()
     link_extension(data_dir, repo_root())
+    write_test_loras(data_dir / "models" / "Lora" / LORA_FOLDER)  # the LoRA fidelity test
     command = launch_command(resolve_python(webui_dir, os.environ), forge_model.checkpoint, data_dir, port,
                              ["--api-auth", ":".join(AUTH)])
     webui = start_webui(webui_dir, command, port, root / "webui.log")

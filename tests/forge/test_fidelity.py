@@ -71,3 +71,17 @@ def test_same_video_on_both_hosts(hosts: tuple[WebUIClient, WebUIClient], case: 
     moving = _frames(forge, {**ad, "motion_scale": 0, "motion_scale_keyframes": ""}, extra)
     assert min(int(np.abs(f - s).max()) for f, s in zip(on_forge, moving)) > 10 * TOLERANCE  # a real comparison
     assert worst <= TOLERANCE and mean <= MEAN_TOLERANCE, (worst, mean)
+
+
+def test_motion_loras_give_the_same_video_on_both_hosts(hosts: tuple[WebUIClient, WebUIClient]) -> None:
+    """Two motion LoRAs at their prompt strengths: Forge (strengths read from the prompt) and A1111 (from its Lora
+    extension) merge the same weights; the LoRAs change the video far more than the hosts differ."""
+    forge, a1111 = hosts
+    ad, lora = {"video_length": 8, "batch_size": 8}, {"prompt": "a cat <lora:tiny_pan:0.8> <lora:tiny_zoom:0.5>"}
+    on_forge, on_a1111 = _frames(forge, ad, lora), _frames(a1111, ad, lora, forge=False)
+    diffs = [np.abs(f - a) for f, a in zip(on_forge, on_a1111)]
+    worst, mean = max(int(d.max()) for d in diffs), float(np.mean([d.mean() for d in diffs]))
+    MEASURED.append(f"Forge vs A1111, two motion LoRAs: max {worst}/255, mean {mean:.4f}/255 per pixel")
+    without = _frames(forge, ad, {"prompt": "a cat"})
+    assert min(int(np.abs(f - w).max()) for f, w in zip(on_forge, without)) > 10 * TOLERANCE  # the LoRAs applied
+    assert len(on_forge) == len(on_a1111) == 8 and worst <= TOLERANCE and mean <= MEAN_TOLERANCE, (worst, mean)
