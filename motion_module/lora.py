@@ -286,18 +286,20 @@ def applied_motion_loras(mm: MotionModule, loras: Sequence[tuple[MotionLora, flo
             owner._parameters[attr] = old
 
 
-def wrap_lora_loader(networks: Any, make: Callable[[Forward], Forward]) -> Callable[[], None] | None:
-    """Wrap the Lora extension's ``networks.load_network`` with ``make(current)``, once; returns the undo, or None
-    (nothing changed) when ``networks`` is None, has no ``load_network`` or is already wrapped (``LOADER_MARK``).
+def wrap_lora_loader(networks: Any, make: Callable[[Forward], Forward],
+                     name: str = "load_network") -> Callable[[], None] | None:
+    """Wrap the Lora extension's ``networks.<name>`` (A1111: ``load_network``; Forge: ``load_lora_state_dict``)
+    with ``make(current)``, once; returns the undo, or None (nothing changed) when ``networks`` is None, has no
+    ``name`` or is already wrapped (``LOADER_MARK``).
 
-    The undo (idempotent) puts the very same ``load_network`` object back and removes the mark. If another
+    The undo (idempotent) puts the very same function object back and removes the mark. If another
     extension wrapped ``load_network`` over ours meanwhile, its wrapper stays and ours passes every call through
     to the function it wrapped (:func:`instance_forward.wrap_attribute`); the mark goes either way, so a reloaded
     AnimateDiff wraps afresh.
     """
-    if networks is None or not hasattr(networks, "load_network") or getattr(networks, LOADER_MARK, False):
+    if networks is None or not hasattr(networks, name) or getattr(networks, LOADER_MARK, False):
         return None
-    unwrap = wrap_attribute(networks, "load_network", make)
+    unwrap = wrap_attribute(networks, name, make)
     setattr(networks, LOADER_MARK, True)
     done = False
 

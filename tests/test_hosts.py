@@ -4,6 +4,7 @@ Forge cannot do yet is refused by name. The live Forge tier (tests/forge) runs t
 
 from __future__ import annotations
 
+import types
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -11,6 +12,7 @@ import pytest
 import torch
 from torch import nn
 
+from motion_module import lora
 from motion_module.errors import HostUnsupportedError, IncompatibleModelError
 from motion_module.hosts import forge
 from motion_module.injection import FrameState, InsertedTemporal, after_layers, injected, plan_sites
@@ -20,7 +22,7 @@ from motion_module.params import AnimateDiffParams
 from motion_module.run import HostState, check_host
 from motion_module.schedules import alphas_cumprod
 from tests.fixtures.motion_loras import build_motion_lora, expected_deltas, write_motion_lora, write_v3_adapter
-from tests.fixtures.motion_modules import make_mm
+from tests.fixtures.motion_modules import make_mm, write_checkpoint
 from tests.fixtures.unets import tiny_unet, unet_fingerprint, unet_inputs
 
 
@@ -166,6 +168,33 @@ def test_motion_loras_come_from_the_prompt_with_forges_files(tmp_path: Path) -> 
     assert forge.motion_loras(SimpleNamespace(extra_network_data=data, disable_extra_networks=True), networks) == []
     assert forge.motion_loras(p, None) == []
     assert forge.motion_loras(SimpleNamespace(extra_network_data=None), networks) == []
+
+
+def test_forges_lora_file_reader_gets_no_motion_lora_tensors_and_the_v3_adapter_read_safely(tmp_path: Path) -> None:
+    """``lora_reader`` around Forge's ``networks.load_lora_state_dict``: a motion LoRA (``.ckpt`` too) gives no
+    tensors and never reaches Forge's reader (which would unpickle it), the V3 adapter its tensors under WebUI's Lora
+    names, any other file Forge's own result; installed on the networks module once and undone exactly."""
+    calls: list[str] = []
+
+    def forge_reader(filename: str) -> dict[str, torch.Tensor]:
+        calls.append(Path(filename).name)
+        return {"lora_unet_x.lora_down.weight": torch.zeros(1)}
+
+    networks = types.ModuleType("networks")
+    networks.load_lora_state_dict = forge_reader  # type: ignore[attr-defined]
+    undo = lora.wrap_lora_loader(networks, forge.lora_reader, forge.LORA_READER)
+    assert undo is not None and networks.load_lora_state_dict is not forge_reader
+    for suffix in (".ckpt", ".safetensors"):
+        assert networks.load_lora_state_dict(str(write_motion_lora(tmp_path / f"pan{suffix}"))) == {}
+    adapter = networks.load_lora_state_dict(str(write_v3_adapter(tmp_path / "adapter.ckpt")))
+    assert adapter.keys() == lora.read_spatial_lora(tmp_path / "adapter.ckpt").keys()
+    assert all(key.startswith("lora_unet_") for key in adapter) and calls == []
+    style = write_checkpoint(tmp_path / "style.safetensors", {"lora_unet_x.lora_down.weight": torch.ones(1)},
+                             "safetensors")
+    assert list(networks.load_lora_state_dict(str(style))) == ["lora_unet_x.lora_down.weight"]
+    assert calls == ["style.safetensors"]
+    undo()
+    assert networks.load_lora_state_dict is forge_reader
 
 
 def _params(*items: str) -> SimpleNamespace:

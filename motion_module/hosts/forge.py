@@ -17,9 +17,9 @@ Motion LoRAs (``<lora:v2_lora_ZoomIn:0.8>``): Forge's Lora extension (``sd_forge
 strength (its ``Network.unet_multiplier`` stays 1), so :func:`motion_loras` reads the names and UNet strengths from
 the prompt (``p.extra_network_data["lora"]``, ``lora.prompt_motion_loras``) and the files from the networks it
 loaded; :func:`forge_patch` merges them into the motion module (``lora.applied_motion_loras``), undone exactly.
-Forge's own loading of such a file changes nothing: it matches LoRA keys only to the UNet's and the text encoder's
-layers (``backend/patcher/lora.py``), and no motion-module layer is among them, so it skips the file ("LoRA version
-mismatch"); the live tier checks the UNet is byte-identical afterwards.
+Forge's own loading never sees the file's tensors: :func:`lora_reader` (wrapping the extension's file reader)
+gives it none, so it changes nothing and never unpickles a ``.ckpt``; the live tier checks the UNet is
+byte-identical afterwards.
 
 The beta schedule: Forge never reads ``add_alphas_cumprod_modifier``'s option, and its samplers read the sigmas of
 ``unet.model.predictor`` live (``ForgeScheduleLinker``), so :func:`forge_patch` swaps the predictor's
@@ -31,7 +31,6 @@ Nothing from Forge is imported here.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from typing import TYPE_CHECKING, Any
@@ -41,7 +40,7 @@ from torch import Tensor, nn
 
 from ..errors import HostUnsupportedError
 from ..injection import FrameState, Injection, InsertedTemporal, after_layers, group_norm_across_frames, plan_sites
-from ..lora import MotionLora, applied_motion_loras, prompt_motion_loras
+from ..lora import MOTION, SPATIAL, MotionLora, applied_motion_loras, lora_kind, prompt_motion_loras, read_spatial_lora
 from ..model import MotionModule
 from ..patch import HostPatch, _swap_schedule
 from ..weights import follow_host
@@ -51,8 +50,8 @@ if TYPE_CHECKING:
     from ..run import HostState, RunPlan
     from ..spec import MotionModuleSpec
 
-logger = logging.getLogger("animatediff")
 HOST = "Forge"
+LORA_READER = "load_lora_state_dict"  # the function of Forge's Lora extension (networks module) that reads the files
 PATCHER_METHODS = ("clone", "add_block_inner_modifier", "set_model_unet_function_wrapper",
                    "add_extra_torch_module_during_sampling")
 
@@ -90,11 +89,26 @@ def motion_loras(p: Any, lora_extension: Any, *, cached: bool = True) -> list[tu
     data = getattr(p, "extra_network_data", None) or {}
     if getattr(p, "disable_extra_networks", False) or lora_extension is None:
         return []
-    loras = prompt_motion_loras(data.get("lora", []), lora_extension, cached=cached)
-    if loras:  # Forge's own loader skips these files with "[LORA] LoRA version mismatch": not an error
-        logger.info("AnimateDiff: motion LoRA %s merged into the motion module (Forge's Lora extension reports "
-                    "a version mismatch for it: expected)", ", ".join(f"{lora.name}:{s:g}" for lora, s in loras))
-    return loras
+    return prompt_motion_loras(data.get("lora", []), lora_extension, cached=cached)
+
+
+def lora_reader(original: Callable[[str], Any]) -> Callable[[str], Any]:
+    """Forge's ``networks.load_lora_state_dict(filename)`` (its Lora extension reads every LoRA file of the prompt
+    there) for AnimateDiff's LoRA files; installed once by scripts/animatediff_lora.py (``LORA_READER``).
+
+    A motion LoRA gives no tensors: nothing for the UNet or the text encoder (AnimateDiff merges it into the motion
+    module in its run). Forge's own reader would match none of its keys anyway, but it would unpickle a ``.ckpt``
+    fully: its ``weights_only`` check fails under Forge's own ``torch.load`` wrapper (``modules_forge/
+    patch_basic.py``), and a file that fails to load there is renamed ``*.corrupted``. The V3 domain adapter gives its
+    tensors under WebUI's Lora names (``lora.read_spatial_lora``), read safely; Forge then applies it as any LoRA.
+    Every other file goes to ``original``."""
+    def load_lora_state_dict(filename: str) -> Any:
+        kind = lora_kind(filename)
+        if kind == MOTION:
+            return {}
+        return read_spatial_lora(filename) if kind == SPATIAL else original(filename)
+
+    return load_lora_state_dict
 
 
 def check_module(spec: MotionModuleSpec) -> None:
@@ -200,5 +214,5 @@ def forge_patch(sd_model: Any, motion_module: MotionModule, window: int, alphas_
         yield patch
 
 
-__all__ = ["ForgePatch", "check_module", "enabled_units", "forge_patch", "forge_unet", "is_forge", "motion_loras",
-           "require", "schedule_buffers", "unsupported"]
+__all__ = ["LORA_READER", "ForgePatch", "check_module", "enabled_units", "forge_patch", "forge_unet", "is_forge",
+           "lora_reader", "motion_loras", "require", "schedule_buffers", "unsupported"]
