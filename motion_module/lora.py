@@ -5,14 +5,16 @@ layer's own ``forward``, for layers registered under a name when the LoRA file i
 the UNet only while AnimateDiff samples (long after the extension matched the file's keys and cached the result),
 and their attention reads ``to_q/to_k/to_v.weight`` in one fused product without calling those layers. So the
 engine applies motion LoRAs itself: the host says which LoRAs the prompt activated and with which UNet strength
-(``<lora:v2_lora_PanLeft:0.8>``: 0.8), :func:`motion_loras_for` keeps the motion LoRAs among them, and
-:func:`applied_motion_loras`, entered by ``patch.animatediff_patch``, gives each changed layer of the (cached,
-shared) motion module a new weight ``W + sum_i strength_i * scale_i * up_i @ down_i`` for the duration of the
-block and puts the very same weight object back afterwards: bit-exact, also on an error or an interrupt, and the
-cached module's tensors are never written. Strength 0 leaves a LoRA out entirely (bit-identical to no LoRA).
-``scale`` is ``alpha / rank`` where the file stores ``alpha`` (kohya layout), else 1, as AnimateDiff's own
-loader merges ``strength * up @ down``. Cost: one extra copy of each changed weight on the device while the run
-lasts (the attention projections: about 330 MB at fp16 for a v2 motion LoRA on ``mm_sd_v15_v2``).
+(``<lora:v2_lora_PanLeft:0.8>``: 0.8; A1111: :func:`active_motion_loras`, Forge, whose extension keeps no
+strengths: :func:`prompt_motion_loras`), :func:`motion_loras_for` keeps the motion LoRAs among them, and
+:func:`applied_motion_loras`, entered by ``patch.animatediff_patch`` (A1111) or ``hosts.forge.forge_patch``,
+gives each changed layer of the (cached, shared) motion module a new weight ``W + sum_i strength_i * scale_i *
+up_i @ down_i`` for the duration of the block and puts the very same weight object back afterwards: bit-exact,
+also on an error or an interrupt, and the cached module's tensors are never written. Strength 0 leaves a LoRA out
+entirely (bit-identical to no LoRA). ``scale`` is ``alpha / rank`` where the file stores ``alpha`` (kohya layout),
+else 1, as AnimateDiff's own loader merges ``strength * up @ down``. Cost: one extra copy of each changed weight on
+the device while the run lasts (the attention projections: about 330 MB at fp16 for a v2 motion LoRA on
+``mm_sd_v15_v2``).
 
 Files are read like motion modules (``loading.read_state_dict``: safetensors, or ``torch.load(weights_only=True)``,
 never a code-carrying pickle); key layouts are in ``lora_keys``.
@@ -204,6 +206,37 @@ def active_motion_loras(lora_extension: Any, *, cached: bool = True) -> list[tup
     return motion_loras_for([(n.name, n.network_on_disk.filename, n.unet_multiplier) for n in networks], cached=cached)
 
 
+def prompt_strengths(params_list: Iterable[Any]) -> list[tuple[str, float]]:
+    """``(name, UNet strength)`` of each ``<lora:...>`` of a prompt, from WebUI's parsed ``ExtraNetworkParams``
+    (``positional``, ``named``: ``p.extra_network_data["lora"]``), read as the Lora extensions of A1111 and Forge
+    read them: ``<lora:NAME:TE:UNET>`` or ``te=``/``unet=``, the UNet strength defaulting to the TE one, that to 1.
+    An entry whose strengths are not numbers is left out (the Lora extension refuses it)."""
+    found = []
+    for params in params_list:
+        positional, named = list(params.positional), dict(params.named)
+        if not positional:
+            continue
+        try:
+            te = float(named.get("te", positional[1] if len(positional) > 1 else 1.0))
+            unet = float(named.get("unet", positional[2] if len(positional) > 2 else te))
+        except (TypeError, ValueError):
+            continue
+        found.append((str(positional[0]), unet))
+    return found
+
+
+def prompt_motion_loras(params_list: Iterable[Any], lora_extension: Any, *,
+                        cached: bool = True) -> list[tuple[MotionLora, float]]:
+    """The motion LoRAs of a prompt's ``<lora:...>`` (``prompt_strengths``) with their UNet strengths, each file as
+    the Lora extension resolved the name (its ``networks`` module's ``loaded_networks``: ``name``,
+    ``network_on_disk.filename``); a name it did not load is left out. Host-independent: Forge's extension keeps no
+    per-network strength (its ``unet_multiplier`` stays 1), so the strengths come from the prompt."""
+    networks = getattr(lora_extension, "loaded_networks", None) or []
+    files = {n.name: n.network_on_disk.filename for n in networks}
+    return motion_loras_for([(name, files[name], strength) for name, strength in prompt_strengths(params_list)
+                             if name in files], cached=cached)
+
+
 # ------------------------------------------------------------------------------------------------ apply
 def check_fits(lora: MotionLora, mm: MotionModule) -> None:
     """Raise IncompatibleModelError unless every layer of ``lora`` exists in ``mm`` with the LoRA's shape."""
@@ -253,18 +286,20 @@ def applied_motion_loras(mm: MotionModule, loras: Sequence[tuple[MotionLora, flo
             owner._parameters[attr] = old
 
 
-def wrap_lora_loader(networks: Any, make: Callable[[Forward], Forward]) -> Callable[[], None] | None:
-    """Wrap the Lora extension's ``networks.load_network`` with ``make(current)``, once; returns the undo, or None
-    (nothing changed) when ``networks`` is None, has no ``load_network`` or is already wrapped (``LOADER_MARK``).
+def wrap_lora_loader(networks: Any, make: Callable[[Forward], Forward],
+                     name: str = "load_network") -> Callable[[], None] | None:
+    """Wrap the Lora extension's ``networks.<name>`` (A1111: ``load_network``; Forge: ``load_lora_state_dict``)
+    with ``make(current)``, once; returns the undo, or None (nothing changed) when ``networks`` is None, has no
+    ``name`` or is already wrapped (``LOADER_MARK``).
 
-    The undo (idempotent) puts the very same ``load_network`` object back and removes the mark. If another
+    The undo (idempotent) puts the very same function object back and removes the mark. If another
     extension wrapped ``load_network`` over ours meanwhile, its wrapper stays and ours passes every call through
     to the function it wrapped (:func:`instance_forward.wrap_attribute`); the mark goes either way, so a reloaded
     AnimateDiff wraps afresh.
     """
-    if networks is None or not hasattr(networks, "load_network") or getattr(networks, LOADER_MARK, False):
+    if networks is None or not hasattr(networks, name) or getattr(networks, LOADER_MARK, False):
         return None
-    unwrap = wrap_attribute(networks, "load_network", make)
+    unwrap = wrap_attribute(networks, name, make)
     setattr(networks, LOADER_MARK, True)
     done = False
 
@@ -280,4 +315,5 @@ def wrap_lora_loader(networks: Any, make: Callable[[Forward], Forward]) -> Calla
 
 __all__ = ["LOADER_MARK", "MOTION", "SPATIAL", "LoraLayer", "MotionLora", "active_motion_loras",
            "applied_motion_loras", "check_fits", "clear_cache", "describe_lora", "load_motion_lora", "lora_kind",
-           "motion_loras_for", "parse_motion_lora", "read_spatial_lora", "spatial_to_kohya", "wrap_lora_loader"]
+           "motion_loras_for", "parse_motion_lora", "prompt_motion_loras", "prompt_strengths", "read_spatial_lora",
+           "spatial_to_kohya", "wrap_lora_loader"]

@@ -15,6 +15,10 @@ those files and gives every other file to the original, unchanged:
 
 Both kinds are read with AnimateDiff's safe loader (safetensors or weights-only ``torch.load``). A motion LoRA in
 the prompt of a generation without AnimateDiff gets a note in the infotext (``AnimateDiff notes``), not an error.
+
+Forge's Lora extension reads the files elsewhere (its ``load_network`` reads none): there the same kind of wrapper
+goes around ``networks.load_lora_state_dict`` (``hosts.forge.lora_reader``): no tensors for a motion LoRA (Forge
+would unpickle a ``.ckpt`` to find no layer for them), the V3 adapter's tensors read safely under the Lora names.
 """
 
 import logging
@@ -26,6 +30,7 @@ from typing import Any
 from modules import script_callbacks, shared
 
 from motion_module import lora
+from motion_module.hosts import forge
 from motion_module.session import request_of
 
 logger = logging.getLogger("animatediff")
@@ -82,8 +87,12 @@ _undo: list[Callable[[], None]] = []  # the undo of this module's wrap, while in
 
 
 def install() -> bool:
-    """Wrap the Lora extension's ``load_network`` once; False when it is not loaded or already wrapped."""
-    undo = lora.wrap_lora_loader(sys.modules.get("networks"), _load_network)
+    """Wrap the Lora extension's file loader once; False when it is not loaded or already wrapped."""
+    networks = sys.modules.get("networks")
+    if hasattr(networks, forge.LORA_READER):  # Forge
+        undo = lora.wrap_lora_loader(networks, forge.lora_reader, forge.LORA_READER)
+    else:
+        undo = lora.wrap_lora_loader(networks, _load_network)
     if undo is not None:
         _undo.append(undo)
     return undo is not None

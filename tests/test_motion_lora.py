@@ -5,6 +5,7 @@ domain adapter recognised and renamed for WebUI's Lora extension."""
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -105,6 +106,18 @@ def test_motion_loras_for_keeps_motion_loras_with_a_strength(tmp_path: Path) -> 
     assert [(lora.name, strength) for lora, strength in found] == [("pan", 0.8)]
     assert mm_lora.load_motion_lora(motion, "pan") is found[0][0]  # cached
     assert mm_lora.load_motion_lora(motion, "pan", cached=False) is not found[0][0]
+
+
+def test_prompt_strengths_read_lora_tags_as_the_lora_extensions_do() -> None:
+    """``<lora:NAME>``, ``<lora:NAME:TE>``, ``<lora:NAME:TE:UNET>``, ``te=``/``unet=``: the UNet strength defaults to
+    the TE one, that to 1; an entry with a strength that is no number is left out (the extension refuses it)."""
+    def params(*items: str) -> SimpleNamespace:
+        named = dict(item.split("=", 1) for item in items if "=" in item)
+        return SimpleNamespace(positional=[i for i in items if "=" not in i], named=named)
+
+    tags = [params("a"), params("b", "0.7"), params("c", "0.7", "0.2"), params("d", "te=0.3"),
+            params("e", "0.9", "unet=0"), params("f", "strong"), params()]
+    assert mm_lora.prompt_strengths(tags) == [("a", 1.0), ("b", 0.7), ("c", 0.2), ("d", 0.3), ("e", 0.0)]
 
 
 def test_merge_is_exact_stacks_and_is_undone_to_the_same_objects() -> None:

@@ -171,7 +171,7 @@ class A1111Host:
         """Every family runs on A1111."""
 
     # ----- sampling ---------------------------------------------------------------------------------
-    def motion_loras(self) -> list[tuple[MotionLora, float]]:
+    def motion_loras(self, p: Any) -> list[tuple[MotionLora, float]]:
         """The motion LoRAs of the prompt (loaded by WebUI's Lora extension as empty networks)."""
         return lora.active_motion_loras(sys.modules.get("networks"), cached=bool(self.opt("animatediff_keep_models")))
 
@@ -181,7 +181,7 @@ class A1111Host:
             raise IncompatibleModelError("AnimateDiff: the request has no motion module")
         host = Host(unet=p.sd_model.model.diffusion_model, schedule_owner=p.sd_model)
         return animatediff_patch(host, request.module, plan.context, plan.schedule.alphas_cumprod(),
-                                 plan.motion_scales(), self.motion_loras())
+                                 plan.motion_scales(), self.motion_loras(p))
 
     def prepare_sampling(self, p: Any, request: Request, patch: HostPatch) -> None:
         from modules import sd_samplers

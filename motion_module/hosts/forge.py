@@ -15,6 +15,14 @@ the clone:
 * for V1 and HotShot-XL (``spec.cross_frame_groupnorm``), a group-norm wrapper: the ResBlocks' and the output's
   GroupNorm pool their statistics over the frames of each video (:func:`injection.group_norm_across_frames`).
 
+Motion LoRAs (``<lora:v2_lora_ZoomIn:0.8>``): Forge's Lora extension (``sd_forge_lora``) keeps no per-network
+strength (its ``Network.unet_multiplier`` stays 1), so :func:`motion_loras` reads the names and UNet strengths from
+the prompt (``p.extra_network_data["lora"]``, ``lora.prompt_motion_loras``) and the files from the networks it
+loaded; :func:`forge_patch` merges them into the motion module (``lora.applied_motion_loras``), undone exactly.
+Forge's own loading never sees the file's tensors: :func:`lora_reader` (wrapping the extension's file reader)
+gives it none, so it changes nothing and never unpickles a ``.ckpt``; the live tier checks the UNet is
+byte-identical afterwards.
+
 The beta schedule: Forge never reads ``add_alphas_cumprod_modifier``'s option, and its samplers read the sigmas of
 ``unet.model.predictor`` live (``ForgeScheduleLinker``), so :func:`forge_patch` swaps the predictor's
 ``alphas_cumprod``/``sigmas``/``log_sigmas`` buffers for the family's schedule and puts the very same tensors back
@@ -25,6 +33,7 @@ Nothing from Forge is imported here.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from typing import TYPE_CHECKING, Any
@@ -35,7 +44,7 @@ from torch import Tensor, nn
 from .. import controlnet
 from ..errors import HostUnsupportedError
 from ..injection import FrameState, Injection, InsertedTemporal, after_layers, group_norm_across_frames, plan_sites
-from ..lora import MotionLora
+from ..lora import MOTION, SPATIAL, MotionLora, applied_motion_loras, lora_kind, prompt_motion_loras, read_spatial_lora
 from ..model import MotionModule
 from ..patch import Changes, HostPatch, _swap_schedule
 from ..run import HostState
@@ -47,6 +56,7 @@ if TYPE_CHECKING:
     from ..session import Request
 
 HOST = "Forge"
+LORA_READER = "load_lora_state_dict"  # the function of Forge's Lora extension (networks module) that reads the files
 PATCHER_METHODS = ("clone", "add_block_inner_modifier", "set_model_unet_function_wrapper",
                    "add_extra_torch_module_during_sampling")
 
@@ -76,6 +86,34 @@ def enabled_units(script_args: Sequence[Any]) -> bool:
     dicts)."""
     return any(bool(unit.get("enabled")) if isinstance(unit, dict) else bool(getattr(unit, "enabled", False))
                for unit in script_args)
+
+
+def motion_loras(p: Any, lora_extension: Any, *, cached: bool = True) -> list[tuple[MotionLora, float]]:
+    """The motion LoRAs of ``p``'s prompt with their UNet strengths (``lora_extension``: Forge's ``networks``
+    module, None when its Lora extension is off); none when ``p`` runs without extra networks."""
+    data = getattr(p, "extra_network_data", None) or {}
+    if getattr(p, "disable_extra_networks", False) or lora_extension is None:
+        return []
+    return prompt_motion_loras(data.get("lora", []), lora_extension, cached=cached)
+
+
+def lora_reader(original: Callable[[str], Any]) -> Callable[[str], Any]:
+    """Forge's ``networks.load_lora_state_dict(filename)`` (its Lora extension reads every LoRA file of the prompt
+    there) for AnimateDiff's LoRA files; installed once by scripts/animatediff_lora.py (``LORA_READER``).
+
+    A motion LoRA gives no tensors: nothing for the UNet or the text encoder (AnimateDiff merges it into the motion
+    module in its run). Forge's own reader would match none of its keys anyway, but it would unpickle a ``.ckpt``
+    fully: its ``weights_only`` check fails under Forge's own ``torch.load`` wrapper (``modules_forge/
+    patch_basic.py``), and a file that fails to load there is renamed ``*.corrupted``. The V3 domain adapter gives its
+    tensors under WebUI's Lora names (``lora.read_spatial_lora``), read safely; Forge then applies it as any LoRA.
+    Every other file goes to ``original``."""
+    def load_lora_state_dict(filename: str) -> Any:
+        kind = lora_kind(filename)
+        if kind == MOTION:
+            return {}
+        return read_spatial_lora(filename) if kind == SPATIAL else original(filename)
+
+    return load_lora_state_dict
 
 
 def require(patcher: Any, names: Sequence[str] = PATCHER_METHODS) -> None:
@@ -147,11 +185,9 @@ def forge_patch(sd_model: Any, motion_module: MotionModule, window: int, alphas_
                 motion_scale: float | Sequence[float] = 1.0,
                 motion_loras: Sequence[tuple[MotionLora, float]] = ()) -> Iterator[ForgePatch]:
     """All Forge changes of one AnimateDiff run (the beta schedule now, the patched UNet per sampling through
-    :meth:`ForgePatch.apply`); undone in reverse order when the block ends. ``motion_loras`` (from the prompt) are
-    refused: Forge's Lora extension gives every network strength 1 and loads the file into the UNet itself."""
-    if motion_loras:
-        names = ", ".join(lora.name for lora, _ in motion_loras)
-        raise HostUnsupportedError(HOST, f"motion LoRAs ({names}); remove <lora:...> of a motion LoRA from the prompt")
+    :meth:`ForgePatch.apply`); undone in reverse order when the block ends. ``motion_loras`` (:func:`motion_loras`)
+    are merged into the motion module (moved to the UNet's device first), each one checked before anything
+    changes (IncompatibleModelError)."""
     unet = forge_unet(sd_model)
     if unet is None:
         raise HostUnsupportedError(HOST, f"this model ({type(sd_model).__name__}) has no SD-family UNet")
@@ -161,6 +197,7 @@ def forge_patch(sd_model: Any, motion_module: MotionModule, window: int, alphas_
     with ExitStack() as stack:
         injection = Injection(motion_module, state, [site.name for site in sites])
         injection.set_motion_scale(motion_scale)
+        stack.enter_context(applied_motion_loras(motion_module, motion_loras))
         if alphas_cumprod is not None:
             predictor = sd_model.forge_objects.unet.model.predictor
             stack.enter_context(_swap_schedule(predictor, schedule_buffers(alphas_cumprod, predictor)))
@@ -199,7 +236,11 @@ class ForgeHost(A1111Host):
         plan = request.planned
         assert request.module is not None
         return forge_patch(p.sd_model, request.module, plan.context, plan.schedule.alphas_cumprod(),
-                           plan.motion_scales(), self.motion_loras())
+                           plan.motion_scales(), self.motion_loras(p))
+
+    def motion_loras(self, p: Any) -> list[tuple[MotionLora, float]]:
+        """The prompt's motion LoRAs with their UNet strengths (Forge's Lora extension keeps no strengths)."""
+        return motion_loras(p, sys.modules.get("networks"), cached=bool(self.opt("animatediff_keep_models")))
 
     def on_denoiser(self, denoiser: Any, request: Request) -> None:
         """Nothing per call: the patched UNet function wrapper runs the windows (the step is the request's)."""
@@ -209,5 +250,5 @@ class ForgeHost(A1111Host):
         request.patch.apply(p.sd_model.forge_objects, request)
 
 
-__all__ = ["ForgeHost", "ForgePatch", "enabled_units", "forge_patch", "forge_unet", "is_forge",
-           "require", "schedule_buffers", "unsupported"]
+__all__ = ["LORA_READER", "ForgeHost", "ForgePatch", "enabled_units", "forge_patch", "forge_unet", "is_forge",
+           "lora_reader", "motion_loras", "require", "schedule_buffers", "unsupported"]

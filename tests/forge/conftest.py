@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from tests.fixtures.motion_loras import write_test_loras
 from tests.fixtures.motion_modules import build_state_dict, write_checkpoint
 from tests.webui.client import WebUIClient, tiny_txt2img
 from tests.webui.launcher import (
@@ -39,7 +40,7 @@ from tests.webui.launcher import (
     wait_until_ready,
 )
 
-from .launcher import ForgeModel, build_model, prepare_data_dir, start_forge
+from .launcher import LORA_FOLDER, ForgeModel, build_model, prepare_data_dir, start_forge
 
 HERE = Path(__file__).resolve().parent
 AUTH = ("animatediff", "forge-tier-secret")  # --api-auth of a launched Forge
@@ -148,6 +149,7 @@ def a1111(a1111_data_dir: Path, forge_model: ForgeModel) -> Iterator[WebUIClient
     root = data_dir.parent
     link_extension(data_dir, repo_root())
     link_extension(data_dir, HERE / "a1111_openclip_ext", "animatediff-test-tiny-openclip")
+    write_test_loras(data_dir / "models" / "Lora" / LORA_FOLDER)  # the LoRA fidelity test
     command = launch_command(resolve_python(webui_dir, os.environ), forge_model.checkpoint, data_dir, port,
                              ["--api-auth", ":".join(AUTH)])
     webui = start_webui(webui_dir, command, port, root / "webui.log")

@@ -17,12 +17,14 @@ from pathlib import Path
 
 from tests.fixtures.controlnet_checkpoint import build_tiny_controlnet
 from tests.fixtures.forge_checkpoint import REPO_ENV, XL_REPO_ENV, build_forge_repo, build_forge_repo_xl
+from tests.fixtures.motion_loras import write_test_loras
 from tests.fixtures.webui_checkpoint import build_tiny_sd15_checkpoint
 from tests.webui.launcher import LaunchedWebUI, free_port, link_extension, repo_root
 
 HERE = Path(__file__).resolve().parent
 EXTENSION_NAME = "sd-webui-animatediff-engine"
 GUESS_EXTENSION_NAME = "animatediff-test-tiny-guess"  # tests/forge/tiny_guess_ext
+LORA_FOLDER = "animatediff-tests"  # under models/Lora (Forge's and A1111's --lora-dir default)
 LAUNCH_FLAGS = (
     "--skip-prepare-environment", "--skip-torch-cuda-test", "--skip-python-version-check", "--skip-version-check",
     "--always-cpu", "--api", "--nowebui", "--no-download-sd-model",
@@ -47,14 +49,15 @@ def build_model(root: Path, forge_dir: Path) -> ForgeModel:
 
 
 def prepare_data_dir(data_dir: Path, model: ForgeModel, with_extension: bool) -> None:
-    """``--data-dir`` contents: the checkpoint, the tiny ControlNet model, the tiny-guess extension and
-    (``with_extension``) ours."""
+    """``--data-dir`` contents: the checkpoint, the tiny ControlNet model, the tiny motion LoRAs, the tiny-guess
+    extension and (``with_extension``) ours."""
     models = data_dir / "models" / "Stable-diffusion"
     models.mkdir(parents=True, exist_ok=True)
     for path in (model.checkpoint, model.checkpoint.with_suffix(".yaml")):
         shutil.copyfile(path, models / path.name)
     link_extension(data_dir, HERE / "tiny_guess_ext", GUESS_EXTENSION_NAME)
     build_tiny_controlnet(data_dir / "models" / "ControlNet")  # for Forge's built-in ControlNet
+    write_test_loras(data_dir / "models" / "Lora" / LORA_FOLDER)  # tiny motion LoRAs (test_forge_lora.py)
     if with_extension:
         link_extension(data_dir, repo_root(), EXTENSION_NAME)
 
