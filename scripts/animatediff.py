@@ -66,11 +66,11 @@ class Run:
 
 def _prepare(p: Any, run: Run) -> None:
     model = hosts.loaded_model(p)  # Forge loads the checkpoint only after before_process
-    check_host(host := hosts.host_state(p, model), run.params)  # Forge: what it cannot do yet is refused here
-    if not host.forge:  # Forge: video input is refused above
-        run.v2v = a1111.video_input(p, run.params, settings.input_roots(opt, Path(paths.data_path)))
-        run.params = run.params.replace_field("video_length", run.v2v.frames)
-        run.notes += run.v2v.notes
+    check_host(host := hosts.host_state(p, model), run.params)
+    video_input = forge.video_input if host.forge else a1111.video_input  # each host's ControlNet units
+    run.v2v = video_input(p, run.params, settings.input_roots(opt, Path(paths.data_path)))
+    run.params = run.params.replace_field("video_length", run.v2v.frames)
+    run.notes += run.v2v.notes
     prompt = p.prompt if isinstance(p.prompt, str) else ""
     ready = prepare_request(  # fp8_storage: a request's override is applied by WebUI only after before_process
         run.params, prompt=prompt, n_iter=p.n_iter, img2img=host.img2img, device=devices.device,

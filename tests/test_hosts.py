@@ -84,17 +84,13 @@ def test_forge_patch_swaps_the_predictor_schedule_and_puts_the_same_tensors_back
 
 
 def test_forge_refuses_by_name(sd15: nn.Module) -> None:
-    with pytest.raises(HostUnsupportedError, match="not supported on Forge yet: video input") as caught:
-        check_host(HostState(forge=True), AnimateDiffParams(video_source="clip.mp4"))
-    assert caught.value.status_code == 422 and "video input" in caught.value.detail
-    assert "video input" in str(forge.unsupported(HostState(forge=True), AnimateDiffParams(video_path="frames")))
     for state, params in [(HostState(forge=True), AnimateDiffParams()),  # what runs on Forge: not refused
                           (HostState(forge=True, img2img=True), AnimateDiffParams()),
                           (HostState(forge=True, hires=True), AnimateDiffParams()),
+                          (HostState(forge=True), AnimateDiffParams(video_source="clip.mp4")),  # V2V: ControlNet
+                          (HostState(forge=True), AnimateDiffParams(video_path="frames")),
                           (HostState(forge=True), AnimateDiffParams(freenoise=True, freeinit_enable=True))]:
-        assert forge.unsupported(state, params) is None
         check_host(state, params)
-    check_host(HostState(), AnimateDiffParams(video_source="clip.mp4"))  # A1111: fine
     with pytest.raises(HostUnsupportedError, match="SDXL"):
         forge.check_module(make_mm("sdxl", "sdxl").spec)
     for family in ("v1", "v2", "v3"):
@@ -105,14 +101,6 @@ def test_forge_refuses_by_name(sd15: nn.Module) -> None:
     with pytest.raises(HostUnsupportedError, match=f"motion LoRAs \\({motion_lora.name}\\)"):
         with forge.forge_patch(sd_model, make_mm("v2"), 8, None, 1.0, [(motion_lora, 0.8)]):
             pass
-
-
-def test_enabled_controlnet_units_are_found() -> None:
-    """Forge's ControlNet arguments: its unit objects (``enabled`` attribute) or the API's dicts."""
-    assert forge.enabled_units([{"enabled": False}, SimpleNamespace(enabled=True)])
-    assert forge.enabled_units([{"enabled": True, "model": "x"}])
-    assert not forge.enabled_units([{"enabled": False}, SimpleNamespace(enabled=False), None])
-    assert not forge.enabled_units([])
 
 
 def test_missing_patcher_methods_are_named() -> None:

@@ -17,8 +17,7 @@ from torch import nn
 
 from ..errors import IncompatibleModelError
 from ..run import HostState
-from .a1111 import controlnet_script
-from .forge import enabled_units, forge_unet, is_forge
+from .forge import forge_unet, is_forge
 
 
 def host_unet(sd_model: Any, required: bool = False) -> Any:
@@ -47,13 +46,11 @@ def host_state(p: Any, sd_model: Any) -> HostState:
     from modules.processing import StableDiffusionProcessingImg2Img
 
     unet, hires, forge = host_unet(sd_model), bool(getattr(p, "enable_hr", 0)), is_forge(sd_model)
-    cn = controlnet_script(p) if forge else None
     return HostState(
         upscale_button=bool(getattr(p, "txt2img_upscale", False)), custom_unet=sd_unet.current_unet is not None,
         no_unet=bool(getattr(sd_model, "is_sd3", False)) or not hasattr(unet, "input_blocks"),
         refiner=bool(getattr(p, "refiner_checkpoint", None)) and getattr(p, "refiner_switch_at", 1.0) < 1.0,
         hires=hires, img2img=isinstance(p, StableDiffusionProcessingImg2Img), forge=forge,
-        controlnet_units=cn is not None and enabled_units(p.script_args[cn.args_from:cn.args_to]),
         hires_checkpoint=hires and getattr(p, "hr_checkpoint_name", None) not in (None, "", "Use same checkpoint"))
 
 

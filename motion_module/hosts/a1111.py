@@ -28,13 +28,26 @@ def controlnet_script(p: Any) -> Any:
 def video_input(p: Any, params: AnimateDiffParams, allowed_roots: Sequence[Path]) -> controlnet.VideoToVideo:
     """ControlNet units, video source and img2img batch frames: edit the units and the init images of ``p`` and
     return the video input (its frame count is the video length)."""
-    cn, args = controlnet_script(p), list(p.script_args)
-    slots = controlnet.unit_slots(args, cn.args_from, cn.args_to, importlib.import_module(
-        "scripts.external_code").to_processing_unit) if cn else []
+    return units_video_input(p, params, allowed_roots, lambda: (
+        importlib.import_module("scripts.external_code").to_processing_unit,
+        importlib.import_module("scripts.enums").InputMode.BATCH), controlnet.A1111_UNITS)
+
+
+def units_video_input(p: Any, params: AnimateDiffParams, allowed_roots: Sequence[Path],
+                      host_units: Callable[[], tuple[Callable[[Any], Any], Any]],
+                      layout: controlnet.UnitLayout) -> controlnet.VideoToVideo:
+    """:func:`video_input` for either host's ControlNet script (its title is "ControlNet" on both):
+    ``host_units()`` gives its (argument -> unit object, ``InputMode.BATCH``), called only when the script is
+    there; ``layout``: how its units name the batch folder."""
+    cn, args, batch_mode = controlnet_script(p), list(p.script_args), None
+    slots: list[tuple[int, Any]] = []
+    if cn:
+        to_unit, batch_mode = host_units()
+        slots = controlnet.unit_slots(args, cn.args_from, cn.args_to, to_unit)
     batch_dir = getattr(p, I2I_BATCH_ATTR, None)
     v2v = controlnet.prepare(params, slots, work_dir=lambda: controlnet.work_folder(p), allowed_roots=allowed_roots,
                              i2i_batch_dir=batch_dir, init_frames=len(p.init_images) if batch_dir else 0,
-                             batch_mode=importlib.import_module("scripts.enums").InputMode.BATCH if cn else None)
+                             batch_mode=batch_mode, layout=layout)
     if v2v.units:
         p.script_args = [v2v.units.get(i, arg) for i, arg in enumerate(args)]
     if batch_dir:
@@ -60,4 +73,4 @@ def img2gif(p: Any, params: AnimateDiffParams, patch: HostPatch, opt: Callable[.
         patch.set_attribute(p, "init_latent", latents)
 
 
-__all__ = ["I2I_BATCH_ATTR", "controlnet_script", "img2gif", "video_input"]
+__all__ = ["I2I_BATCH_ATTR", "controlnet_script", "img2gif", "units_video_input", "video_input"]

@@ -23,23 +23,27 @@ Nothing from Forge is imported here.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
+from ..controlnet import FORGE_UNITS, VideoToVideo
 from ..errors import HostUnsupportedError
 from ..injection import FrameState, Injection, InsertedTemporal, after_layers, group_norm_across_frames, plan_sites
 from ..lora import MotionLora
 from ..model import MotionModule
 from ..patch import HostPatch, _swap_schedule
 from ..weights import follow_host
+from .a1111 import units_video_input
 
 if TYPE_CHECKING:
     from ..params import AnimateDiffParams
-    from ..run import HostState, RunPlan
+    from ..run import RunPlan
     from ..spec import MotionModuleSpec
 
 HOST = "Forge"
@@ -58,20 +62,19 @@ def forge_unet(sd_model: Any) -> nn.Module | None:
     return unet if hasattr(unet, "input_blocks") else None
 
 
-def unsupported(state: HostState, params: AnimateDiffParams) -> str | None:
-    """What of this request AnimateDiff cannot do on Forge yet (None: nothing). Checked before sampling."""
-    if params.video_source or params.video_path:
-        return "video input (video_source / video_path, V2V)"
-    if state.controlnet_units:
-        return "ControlNet units (Forge's built-in ControlNet; per-frame hints)"
-    return None
+def video_input(p: Any, params: AnimateDiffParams, allowed_roots: Sequence[Path]) -> VideoToVideo:
+    """Video input for Forge's built-in ControlNet (``extensions-builtin/sd_forge_controlnet``), as on A1111
+    (:func:`.a1111.video_input`): every enabled unit that reads frames (its own batch folder, ``video_source``,
+    ``video_path``) is switched to its batch input mode on a folder of exactly the video's frames. That ControlNet
+    preprocesses each image of the folder and keeps one hint row per image of the batch (``p.batch_size``, which is
+    the video length), one image alone being repeated for every frame. It runs the ControlNet on the whole batch
+    before the UNet function wrapper, so the windows need no hint slicing: each window's call gets the control
+    residuals of its frames' rows with the rest of the conds (``rows.slice_rows`` on ``c['control']``)."""
+    def host_units() -> tuple[Callable[[Any], Any], Any]:
+        code = importlib.import_module("lib_controlnet.external_code")
+        return (lambda arg: code.ControlNetUnit.from_dict(arg) if isinstance(arg, dict) else arg), code.InputMode.BATCH
 
-
-def enabled_units(script_args: Sequence[Any]) -> bool:
-    """Any enabled unit among the ControlNet script's arguments (Forge's ``ControlNetUnit`` objects, or the API's
-    dicts)."""
-    return any(bool(unit.get("enabled")) if isinstance(unit, dict) else bool(getattr(unit, "enabled", False))
-               for unit in script_args)
+    return units_video_input(p, params, allowed_roots, host_units, FORGE_UNITS)
 
 
 def check_module(spec: MotionModuleSpec) -> None:
@@ -115,8 +118,6 @@ class ForgePatch(HostPatch):
         manager; the clone replaces ``forge_objects.unet`` until the patch ends. Returns the clone."""
         patcher = forge_objects.unet
         require(patcher)
-        if getattr(patcher, "controlnet_linked_list", None) is not None:
-            raise HostUnsupportedError(HOST, "ControlNet units (per-frame hints)")
         clone = patcher.clone()
         table, injection = self._table, self.injection
 
@@ -178,5 +179,5 @@ def forge_patch(sd_model: Any, motion_module: MotionModule, window: int, alphas_
         yield patch
 
 
-__all__ = ["ForgePatch", "check_module", "enabled_units", "forge_patch", "forge_unet", "is_forge", "require",
-           "schedule_buffers", "unsupported"]
+__all__ = ["ForgePatch", "check_module", "forge_patch", "forge_unet", "is_forge", "require", "schedule_buffers",
+           "video_input"]
