@@ -18,7 +18,12 @@ The beta schedule: Forge never reads ``add_alphas_cumprod_modifier``'s option, a
 ``alphas_cumprod``/``sigmas``/``log_sigmas`` buffers for the family's schedule and puts the very same tensors back
 when it ends. Every change is owned by the ``ExitStack`` of :func:`forge_patch` (a :class:`patch.HostPatch`), as on
 A1111. Only patcher methods that exist are called: a missing one is a :class:`HostUnsupportedError` naming it.
-Nothing from Forge is imported here.
+
+ControlNet (Forge's built-in one): :func:`video_input` gives its units their frames (batch mode, one hint row per
+frame). Its ``controlnet_linked_list`` rides along on the clone, and Forge computes the control residuals for the
+whole batch before calling the UNet function wrapper (``c['control']``); :meth:`RunPlan.denoise` slices every
+tensor of ``c`` with the batch's rows per window, the residuals included, so no hint is swapped per window.
+Nothing from Forge is imported at import time (``lib_controlnet`` only inside :func:`video_input`).
 """
 
 from __future__ import annotations
