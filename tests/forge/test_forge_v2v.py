@@ -157,3 +157,36 @@ def test_clear_errors(api: WebUIClient, cn_model: str, inputs: Path) -> None:
     body = expect_error(api, payload({}), "has no input")
     assert "HTTP 422" in body, body
     assert videos(api.post("/sdapi/v1/txt2img", payload({"video_path": str(short), "video_length": 0})))
+
+
+@pytest.mark.parametrize("extra", [
+    {"enable_hr": True, "hr_scale": 1.5, "hr_upscaler": "Latent", "hr_second_pass_steps": 1,
+     "denoising_strength": 0.5, "hr_additional_modules": ["Use same choices"]},
+    {"freeinit": True},
+    {"window_mode": "motion_module"},
+], ids=["hires", "freeinit", "motion_module_windows"])
+def test_v2v_with_hires_freeinit_and_module_windows(api: WebUIClient, cn_model: str, inputs: Path,
+                                                   extra: dict[str, Any]) -> None:
+    """Hires fix (the second pass gets ControlNet's hires-sized hints), FreeInit (ControlNet is patched into every
+    sampling) and motion-module windows, with prompt travel: a video of the folder's length, other than the same
+    request without the unit."""
+    folder = frames_folder(inputs / "hires", list(range(8)))
+    ad: dict[str, Any] = {"video_path": str(folder), "overlap": 2}
+    request: dict[str, Any] = dict(extra)
+    if request.pop("freeinit", False):
+        ad.update(freeinit_enable=True, freeinit_iters=2)
+    if "window_mode" in request:
+        ad["window_mode"] = request.pop("window_mode")
+    args = {"enable": True, "model": "tiny_v2.safetensors", "format": FRAMES_ONLY, "video_length": 0,
+            "batch_size": 4, "closed_loop": "N", **ad}
+
+    def run(*units: dict[str, Any]) -> list[np.ndarray]:
+        payload = tiny_txt2img(seed=11, prompt="masterpiece\n0: a calm sea\n4: a storm", **request,
+                               alwayson_scripts={"AnimateDiff": {"args": [{**args, "video_length": 8}]},
+                                                 "ControlNet": {"args": list(units)}})
+        return frame_pixels(api.post("/sdapi/v1/txt2img", payload))
+
+    controlled, plain = run(unit(cn_model)), run()
+    size = 96 if "enable_hr" in request else SIZE
+    assert len(controlled) == len(plain) == 8 and controlled[0].shape == (size, size, 3)
+    assert min(int(np.abs(a - b).max()) for a, b in zip(controlled, plain)) > 10, "ControlNet changed no frame"
