@@ -10,7 +10,9 @@ frame selection (``frame_selection.py``: skip_first_frames, select_every_nth, fr
 applies to ``video_source`` and ``video_path`` (and to the masks matched to their frames), not to a unit's own
 folder or the img2img Batch tab's folder. A unit whose batch input has a ``keyframe:`` line reads one image per
 keyframe from its own folder instead, and does not count for the length (``cn_keyframes``). IP-Adapter units
-cannot read frames (ControlNet 1.1.455 fails on them): refused with a 422.
+cannot read frames (ControlNet 1.1.455 fails on them; Forge's built-in ControlNet uses the first): refused with a
+422. The two hosts' units differ only in how they name the batch folder: :class:`UnitLayout` (``A1111_UNITS`` for
+sd-webui-controlnet, ``FORGE_UNITS`` for Forge's built-in ControlNet, which has no keyframe lines).
 
 Slicing (during sampling, :class:`HintSlicer`): ControlNet keeps one hint tensor per unit with a row per
 frame (two copies of them when WebUI batches cond and uncond), at control resolution, on the CPU. Before
@@ -55,6 +57,27 @@ HINT_ATTRIBUTES = ("hint_cond", "hr_hint_cond")
 
 
 @dataclass(frozen=True)
+class UnitLayout:
+    """How a host's ControlNet unit holds a batch input. ``batch_attr``: the unit attribute naming the folder;
+    ``keyframes``: it may carry keyframe lines after the folder (sd-webui-controlnet); ``extra``: further attributes
+    a unit given frames gets (sd-webui-controlnet's ``animatediff_batch``: one image per frame of one generation);
+    ``ipadapter``: why an IP-Adapter unit cannot take frames on this host."""
+
+    batch_attr: str
+    keyframes: bool
+    extra: tuple[tuple[str, Any], ...]
+    ipadapter: str
+
+
+A1111_UNITS = UnitLayout("batch_images", True, (("animatediff_batch", True),), (
+    "with sd-webui-controlnet 1.1.455: its AnimateDiff batch path fails ('ImageEmbed.__new__() takes 3 positional "
+    "arguments but 4 were given'), WebUI logs that and ControlNet does nothing for the request"))
+FORGE_UNITS = UnitLayout("batch_image_dir", False, (), (
+    "with Forge's built-in ControlNet: its batch input takes one image per frame only for image-like preprocessor "
+    "outputs (an IP-Adapter's embedding is made of the first image alone)"))
+
+
+@dataclass(frozen=True)
 class UnitInput:
     """What one enabled ControlNet unit brings. ``index``: its position among ControlNet's units;
     ``has_image``: its own single image; ``batch_dir``: its own folder of frames; ``inpaint``: an inpaint
@@ -66,7 +89,7 @@ class UnitInput:
     batch_dir: str | None = None
     inpaint: bool = False
     keyframes: tuple[int, ...] | None = None
-    ipadapter: bool = False
+    ipadapter: str | None = None
 
 
 @dataclass(frozen=True)
@@ -126,9 +149,7 @@ def _unit_frames(unit: UnitInput, found: _Found, sources: FrameSources) -> UnitF
     folder, source, field = found
     if unit.ipadapter:
         raise ParameterError(field or "batch_images", f"ControlNet unit {unit.index} is an IP-Adapter unit, which "
-                             "cannot take one image per frame or per keyframe with sd-webui-controlnet 1.1.455: its "
-                             "AnimateDiff batch path fails ('ImageEmbed.__new__() takes 3 positional arguments but 4 "
-                             "were given'), WebUI logs that and ControlNet does nothing for the request; give the "
+                             f"cannot take one image per frame or per keyframe {unit.ipadapter}; give the "
                              "unit a single image (it then applies to every frame)")
     picks = sources.video_indices if source == "video_source" else None
     with naming(field):
@@ -198,20 +219,22 @@ def work_folder(owner: Any) -> Path:
     return folder
 
 
-def unit_input(index: int, unit: Any) -> UnitInput | None:
-    """What an enabled ControlNet unit brings (sd-webui-controlnet's ``ControlNetUnit``, read by attribute
-    name); None for a disabled unit. A unit in merge mode counts as having its own images."""
+def unit_input(index: int, unit: Any, layout: UnitLayout = A1111_UNITS) -> UnitInput | None:
+    """What an enabled ControlNet unit brings (the host's ``ControlNetUnit``, read by attribute name, the batch
+    folder by ``layout``); None for a disabled unit. A unit in merge mode counts as having its own images."""
     if not getattr(unit, "enabled", False):
         return None
     mode = getattr(unit, "input_mode", "simple")
     mode = str(getattr(mode, "value", mode)).lower()
-    batch = getattr(unit, "batch_images", None)
+    batch = getattr(unit, layout.batch_attr, None)
     batch_dir = keyframes = None
     if mode == "batch" and isinstance(batch, str):  # its first line; ControlNet reads "mask:" lines after it
-        batch_dir, keyframes = split_batch_images(index, batch)
+        batch_dir, keyframes = split_batch_images(index, batch) if layout.keyframes else (batch.strip() or None, None)
+    module = str(getattr(unit, "module", ""))
+    ipadapter = bool(getattr(unit, "is_ipadapter", False)) or "ipadapter" in module.lower().replace("-", "")
     return UnitInput(index, has_image=getattr(unit, "image", None) is not None or mode == "merge",
-                     batch_dir=batch_dir, inpaint="inpaint" in str(getattr(unit, "module", "")), keyframes=keyframes,
-                     ipadapter=bool(getattr(unit, "is_ipadapter", False)))
+                     batch_dir=batch_dir, inpaint="inpaint" in module, keyframes=keyframes,
+                     ipadapter=layout.ipadapter if ipadapter else None)
 
 
 def stage(files: Sequence[Path], folder: Path) -> Path:
@@ -227,10 +250,12 @@ def stage(files: Sequence[Path], folder: Path) -> Path:
     return folder
 
 
-def with_frames(unit: Any, frames: UnitFrames, video_length: int, work_dir: Path, batch_mode: Any) -> Any:
+def with_frames(unit: Any, frames: UnitFrames, video_length: int, work_dir: Path, batch_mode: Any,
+                layout: UnitLayout = A1111_UNITS) -> Any:
     """A copy of ``unit`` that reads the first ``video_length`` frames (and masks) of ``frames``, staged in
-    ``work_dir``, as one image per video frame (ControlNet's AnimateDiff batch input); a keyframe unit: its
-    images in the order of their frames, and the keyframe line (ParameterError when they do not fit the video)."""
+    ``work_dir``, as one image per video frame (ControlNet's AnimateDiff batch input; Forge: its batch input, one
+    image per row of the batch of ``video_length`` frames); a keyframe unit: its images in the order of their
+    frames, and the keyframe line (ParameterError when they do not fit the video)."""
     base = work_dir / f"unit{frames.index}"
     chosen, line = list(range(min(video_length, frames.count))), ""
     if frames.keyframes is not None:
@@ -238,8 +263,8 @@ def with_frames(unit: Any, frames: UnitFrames, video_length: int, work_dir: Path
         chosen, line = list(placement.images), "\n" + keyframe_line(placement.frames)
     masks = frames.masks
     clone = copy.copy(unit)
-    changes = {"input_mode": batch_mode, "animatediff_batch": True, "batch_modifiers": [],
-               "batch_images": str(stage([frames.images[i] for i in chosen], base / "image")) + line,
+    changes = {"input_mode": batch_mode, "batch_modifiers": [], **dict(layout.extra),
+               layout.batch_attr: str(stage([frames.images[i] for i in chosen], base / "image")) + line,
                "batch_mask_dir": None if masks is None else str(stage([masks[i] for i in chosen], base / "mask"))}
     for name, value in changes.items():
         setattr(clone, name, value)
@@ -272,15 +297,15 @@ def _checked_folder(value: str | None, field: str, roots: Sequence[Path] | None)
 
 def prepare(params: AnimateDiffParams, slots: Sequence[tuple[int, Any]], *, work_dir: Callable[[], Path],
             allowed_roots: Sequence[Path] | None, batch_mode: Any, i2i_batch_dir: Path | None = None,
-            init_frames: int = 0) -> VideoToVideo:
+            init_frames: int = 0, layout: UnitLayout = A1111_UNITS) -> VideoToVideo:
     """Plan a request's video input: give every enabled ControlNet unit of ``slots`` ((argument slot, unit))
     its frames, decoding ``video_source`` (a path inside ``allowed_roots``, or base64) frame-exactly into
     ``work_dir()`` (called once, when a folder is needed) when a unit needs it, and resolve the video length
     (``init_frames``: the img2img Batch tab's init images, one per frame, also a source). ``batch_mode``:
-    ControlNet's ``InputMode.BATCH``."""
+    ControlNet's ``InputMode.BATCH``; ``layout``: how the host's units name their batch folder."""
     work = functools.cache(work_dir)
     enabled = [(slot, unit, info) for number, (slot, unit) in enumerate(slots)
-               if (info := unit_input(number, unit)) is not None]
+               if (info := unit_input(number, unit, layout)) is not None]
     selection = FrameSelection.of(params)
     video = None
     if params.video_source and any(not info.has_image or info.batch_dir for _, _, info in enabled):
@@ -293,7 +318,7 @@ def prepare(params: AnimateDiffParams, slots: Sequence[tuple[int, Any]], *, work
     counts = {"the img2img batch images": init_frames} if init_frames else {}
     frames = resolve_video_length(plan.frames, counts) if counts else plan.frames or params.frames
     by_index = {planned.index: planned for planned in plan.units}
-    units = {slot: with_frames(unit, by_index[info.index], frames, work(), batch_mode)
+    units = {slot: with_frames(unit, by_index[info.index], frames, work(), batch_mode, layout)
              for slot, unit, info in enabled if info.index in by_index}
     audio, notes = _source_audio(params, video, work)
     unused = (params.video_source or params.video_path) and not enabled
@@ -377,5 +402,6 @@ class HintSlicer:
         self.restore()
 
 
-__all__ = ["ControlPlan", "FrameSources", "HintSlicer", "UnitFrames", "UnitInput", "VideoToVideo",
+__all__ = ["A1111_UNITS", "FORGE_UNITS", "ControlPlan", "FrameSources", "HintSlicer", "UnitFrames", "UnitInput",
+           "UnitLayout", "VideoToVideo",
            "plan_control_frames", "prepare", "stage", "unit_input", "with_frames"]

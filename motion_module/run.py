@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .errors import HostUnsupportedError, IncompatibleModelError, ParameterError, TooManyFramesError
+from .errors import IncompatibleModelError, ParameterError, TooManyFramesError
 from .infotext import to_infotext
 from .injection import FrameHooks
 from .loading import load_for_unet, short_hash
@@ -240,8 +240,7 @@ class HostState:
     custom_unet: bool = False  # an alternative SD Unet (TensorRT...) that bypasses inserted modules
     img2img: bool = False
     hires: bool = False
-    forge: bool = False  # Stable Diffusion WebUI Forge (hosts/forge.py): what it cannot do yet is refused
-    controlnet_units: bool = False  # Forge: an enabled unit of its built-in ControlNet
+    forge: bool = False  # Stable Diffusion WebUI Forge (hosts/forge.py)
 
 
 def check_host(state: HostState, params: AnimateDiffParams) -> None:
@@ -259,10 +258,6 @@ def check_host(state: HostState, params: AnimateDiffParams) -> None:
     if state.custom_unet:
         raise ParameterError("sd_unet", "an alternative SD Unet (e.g. TensorRT) bypasses the motion modules: "
                              "set Settings > SD Unet to None")
-    if state.forge:
-        from .hosts.forge import HOST, unsupported
-        if (what := unsupported(state, params)) is not None:
-            raise HostUnsupportedError(HOST, what)
     if params.freeinit_enable and (state.img2img or state.hires):
         raise ParameterError("freeinit_enable", "FreeInit works in txt2img without hires fix; turn FreeInit "
                              "or hires fix off (img2img: use denoising strength instead)")

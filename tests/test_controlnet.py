@@ -215,6 +215,41 @@ def ntsc_video_with_sound(folder: Path, frames: int = 30) -> Path:
     return path
 
 
+class ForgeUnit:
+    """Forge's built-in ControlNet's ``ControlNetUnit`` as far as AnimateDiff reads and writes it (no
+    ``batch_images``, no ``animatediff_batch``: its batch folder is ``batch_image_dir``)."""
+
+    def __init__(self, **kw: Any) -> None:
+        self.enabled, self.image, self.input_mode, self.batch_image_dir, self.module = True, None, "simple", "", "None"
+        self.batch_mask_dir, self.batch_input_gallery = "", None
+        self.__dict__.update(kw)
+
+
+def test_forge_units_get_their_frames_in_batch_image_dir(tmp_path: Path) -> None:
+    """Forge's layout: a unit's own folder is read from ``batch_image_dir`` (no keyframe lines there), the
+    staged frames go back there; a unit without input reads video_path; an IP-Adapter preprocessor is refused."""
+    from motion_module.controlnet import FORGE_UNITS, prepare
+
+    own, video = frames_dir(tmp_path / "own", 6), frames_dir(tmp_path / "video", 9)
+    slots = [(3, ForgeUnit(input_mode="batch", batch_image_dir=f" {own} ")), (4, ForgeUnit()),
+             (5, ForgeUnit(image="single image")), (6, ForgeUnit(enabled=False))]
+    params = AnimateDiffParams(enable=True, video_path=str(video))
+    v2v = prepare(params, slots, work_dir=lambda: tmp_path / "work", allowed_roots=[tmp_path], batch_mode="BATCH",
+                  layout=FORGE_UNITS)
+    assert v2v.frames == 6 and sorted(v2v.units) == [3, 4]  # the shortest source: the unit's own folder
+    for slot, source in ((3, own), (4, video)):
+        unit = v2v.units[slot]
+        assert unit.input_mode == "BATCH" and not hasattr(unit, "animatediff_batch") and unit.batch_mask_dir is None
+        staged = sorted(Path(unit.batch_image_dir).iterdir())
+        assert [p.resolve() for p in staged] == [(source / f"{i}.png").resolve() for i in range(6)]
+    assert slots[0][1].batch_image_dir == f" {own} " and slots[1][1].input_mode == "simple"  # originals untouched
+    ip = [(0, ForgeUnit(module="InsightFace+CLIP-H (IPAdapter)"))]
+    with pytest.raises(ParameterError, match="IP-Adapter unit.*Forge's built-in ControlNet") as caught:
+        prepare(params, ip, work_dir=lambda: tmp_path / "w", allowed_roots=[tmp_path], batch_mode="BATCH",
+                layout=FORGE_UNITS)
+    assert caught.value.field == "video_path"
+
+
 def test_prepare_decodes_the_video_source_and_stages_each_units_frames(tmp_path: Path):
     from motion_module.controlnet import prepare
 

@@ -146,17 +146,16 @@ def test_forge_patch_swaps_the_predictor_schedule_and_puts_the_same_tensors_back
 
 
 def test_forge_refuses_by_name(sd15: nn.Module) -> None:
-    with pytest.raises(HostUnsupportedError, match="not supported on Forge yet: video input") as caught:
-        check_host(HostState(forge=True), AnimateDiffParams(video_source="clip.mp4"))
-    assert caught.value.status_code == 422 and "video input" in caught.value.detail
-    assert "video input" in str(forge.unsupported(HostState(forge=True), AnimateDiffParams(video_path="frames")))
     for state, params in [(HostState(forge=True), AnimateDiffParams()),  # what runs on Forge: not refused
                           (HostState(forge=True, img2img=True), AnimateDiffParams()),
                           (HostState(forge=True, hires=True), AnimateDiffParams()),
+                          (HostState(forge=True), AnimateDiffParams(video_source="clip.mp4")),  # V2V: ControlNet
+                          (HostState(forge=True), AnimateDiffParams(video_path="frames")),
                           (HostState(forge=True), AnimateDiffParams(freenoise=True, freeinit_enable=True))]:
-        assert forge.unsupported(state, params) is None
         check_host(state, params)
     check_host(HostState(), AnimateDiffParams(video_source="clip.mp4"))  # A1111: fine
+
+
 def _forge_model(unet: nn.Module, predictor: nn.Module | None = None) -> SimpleNamespace:
     patcher = SimpleNamespace(model=SimpleNamespace(diffusion_model=unet, predictor=predictor))
     return SimpleNamespace(forge_objects=SimpleNamespace(unet=patcher))
@@ -242,14 +241,6 @@ def _params(*items: str) -> SimpleNamespace:
     """WebUI's ``ExtraNetworkParams`` of ``<lora:ITEM:ITEM...>`` (``name=value`` items are named)."""
     named = dict(item.split("=", 1) for item in items if "=" in item)
     return SimpleNamespace(items=list(items), positional=[i for i in items if "=" not in i], named=named)
-
-
-def test_enabled_controlnet_units_are_found() -> None:
-    """Forge's ControlNet arguments: its unit objects (``enabled`` attribute) or the API's dicts."""
-    assert forge.enabled_units([{"enabled": False}, SimpleNamespace(enabled=True)])
-    assert forge.enabled_units([{"enabled": True, "model": "x"}])
-    assert not forge.enabled_units([{"enabled": False}, SimpleNamespace(enabled=False), None])
-    assert not forge.enabled_units([])
 
 
 def test_missing_patcher_methods_are_named() -> None:

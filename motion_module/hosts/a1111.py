@@ -46,13 +46,26 @@ def video_input(p: Any, params: AnimateDiffParams, allowed_roots: Sequence[Path]
                 edits: Changes) -> controlnet.VideoToVideo:
     """ControlNet units, video source and img2img batch frames: edit the units and the init images of ``p``
     (through ``edits``) and return the video input (its frame count is the video length)."""
-    cn, args = controlnet_script(p), list(p.script_args)
-    slots = controlnet.unit_slots(args, cn.args_from, cn.args_to, importlib.import_module(
-        "scripts.external_code").to_processing_unit) if cn else []
+    return units_video_input(p, params, allowed_roots, edits, lambda: (
+        importlib.import_module("scripts.external_code").to_processing_unit,
+        importlib.import_module("scripts.enums").InputMode.BATCH), controlnet.A1111_UNITS)
+
+
+def units_video_input(p: Any, params: AnimateDiffParams, allowed_roots: Sequence[Path], edits: Changes,
+                      host_units: Callable[[], tuple[Callable[[Any], Any], Any]],
+                      layout: controlnet.UnitLayout) -> controlnet.VideoToVideo:
+    """:func:`video_input` for either host's ControlNet script (its title is "ControlNet" on both):
+    ``host_units()`` gives its (argument -> unit object, ``InputMode.BATCH``), called only when the script is
+    there; ``layout``: how its units name the batch folder."""
+    cn, args, batch_mode = controlnet_script(p), list(p.script_args), None
+    slots: list[tuple[int, Any]] = []
+    if cn:
+        to_unit, batch_mode = host_units()
+        slots = controlnet.unit_slots(args, cn.args_from, cn.args_to, to_unit)
     batch_dir = getattr(p, I2I_BATCH_ATTR, None)
     v2v = controlnet.prepare(params, slots, work_dir=lambda: controlnet.work_folder(p), allowed_roots=allowed_roots,
                              i2i_batch_dir=batch_dir, init_frames=len(p.init_images) if batch_dir else 0,
-                             batch_mode=importlib.import_module("scripts.enums").InputMode.BATCH if cn else None)
+                             batch_mode=batch_mode, layout=layout)
     if v2v.units:
         edits.set_attribute(p, "script_args", [v2v.units.get(i, arg) for i, arg in enumerate(args)])
     if batch_dir:
@@ -84,8 +97,7 @@ def sd_unet(sd_model: Any) -> nn.Module | None:
     return unet if isinstance(unet, nn.Module) else None
 
 
-def host_state(p: Any, sd_model: Any, unet: nn.Module | None, forge: bool = False,
-               controlnet_units: bool = False) -> HostState:
+def host_state(p: Any, sd_model: Any, unet: nn.Module | None, forge: bool = False) -> HostState:
     """What the host is about to run with ``sd_model``, as far as AnimateDiff must refuse it (``run.check_host``)."""
     from modules import sd_unet as webui_sd_unet
     from modules.processing import StableDiffusionProcessingImg2Img
@@ -96,7 +108,6 @@ def host_state(p: Any, sd_model: Any, unet: nn.Module | None, forge: bool = Fals
         no_unet=bool(getattr(sd_model, "is_sd3", False)) or not hasattr(unet, "input_blocks"),
         refiner=bool(getattr(p, "refiner_checkpoint", None)) and getattr(p, "refiner_switch_at", 1.0) < 1.0,
         hires=hires, img2img=isinstance(p, StableDiffusionProcessingImg2Img), forge=forge,
-        controlnet_units=controlnet_units,
         hires_checkpoint=hires and getattr(p, "hr_checkpoint_name", None) not in (None, "", "Use same checkpoint"))
 
 
@@ -239,4 +250,5 @@ class A1111Host:
                                                                   Path(paths.models_path), progress))
 
 
-__all__ = ["I2I_BATCH_ATTR", "A1111Host", "controlnet_script", "host_state", "img2gif", "sd_unet", "video_input"]
+__all__ = ["I2I_BATCH_ATTR", "A1111Host", "controlnet_script", "host_state", "img2gif", "sd_unet", "units_video_input",
+           "video_input"]

@@ -28,20 +28,28 @@ The beta schedule: Forge never reads ``add_alphas_cumprod_modifier``'s option, a
 ``alphas_cumprod``/``sigmas``/``log_sigmas`` buffers for the family's schedule and puts the very same tensors back
 when it ends. Every change is owned by the ``ExitStack`` of :func:`forge_patch` (a :class:`patch.HostPatch`), as on
 A1111. Only patcher methods that exist are called: a missing one is a :class:`HostUnsupportedError` naming it.
-Nothing from Forge is imported here.
+
+ControlNet (Forge's built-in one): :func:`video_input` gives its units their frames (batch mode, one hint row per
+frame). Its ``controlnet_linked_list`` rides along on the clone, and Forge computes the control residuals for the
+whole batch before calling the UNet function wrapper (``c['control']``); :meth:`RunPlan.denoise` slices every
+tensor of ``c`` with the batch's rows per window, the residuals included, so no hint is swapped per window.
+Nothing from Forge is imported at import time (``lib_controlnet`` only inside :func:`video_input`).
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
-from .. import controlnet
+from .. import settings
+from ..controlnet import FORGE_UNITS, VideoToVideo
 from ..errors import HostUnsupportedError
 from ..injection import FrameState, Injection, InsertedTemporal, after_layers, group_norm_across_frames, plan_sites
 from ..lora import MOTION, SPATIAL, MotionLora, applied_motion_loras, lora_kind, prompt_motion_loras, read_spatial_lora
@@ -49,7 +57,7 @@ from ..model import MotionModule
 from ..patch import Changes, HostPatch, _swap_schedule
 from ..run import HostState
 from ..weights import follow_host
-from .a1111 import A1111Host, controlnet_script, host_state
+from .a1111 import A1111Host, host_state, units_video_input
 
 if TYPE_CHECKING:
     from ..params import AnimateDiffParams
@@ -72,20 +80,19 @@ def forge_unet(sd_model: Any) -> nn.Module | None:
     return unet if hasattr(unet, "input_blocks") else None
 
 
-def unsupported(state: HostState, params: AnimateDiffParams) -> str | None:
-    """What of this request AnimateDiff cannot do on Forge yet (None: nothing). Checked before sampling."""
-    if params.video_source or params.video_path:
-        return "video input (video_source / video_path, V2V)"
-    if state.controlnet_units:
-        return "ControlNet units (Forge's built-in ControlNet; per-frame hints)"
-    return None
+def video_input(p: Any, params: AnimateDiffParams, allowed_roots: Sequence[Path], edits: Changes) -> VideoToVideo:
+    """Video input for Forge's built-in ControlNet (``extensions-builtin/sd_forge_controlnet``), as on A1111
+    (:func:`.a1111.video_input`): every enabled unit that reads frames (its own batch folder, ``video_source``,
+    ``video_path``) is switched to its batch input mode on a folder of exactly the video's frames. That ControlNet
+    preprocesses each image of the folder and keeps one hint row per image of the batch (``p.batch_size``, which is
+    the video length), one image alone being repeated for every frame. It runs the ControlNet on the whole batch
+    before the UNet function wrapper, so the windows need no hint slicing: each window's call gets the control
+    residuals of its frames' rows with the rest of the conds (``rows.slice_rows`` on ``c['control']``)."""
+    def host_units() -> tuple[Callable[[Any], Any], Any]:
+        code = importlib.import_module("lib_controlnet.external_code")
+        return (lambda arg: code.ControlNetUnit.from_dict(arg) if isinstance(arg, dict) else arg), code.InputMode.BATCH
 
-
-def enabled_units(script_args: Sequence[Any]) -> bool:
-    """Any enabled unit among the ControlNet script's arguments (Forge's ``ControlNetUnit`` objects, or the API's
-    dicts)."""
-    return any(bool(unit.get("enabled")) if isinstance(unit, dict) else bool(getattr(unit, "enabled", False))
-               for unit in script_args)
+    return units_video_input(p, params, allowed_roots, edits, host_units, FORGE_UNITS)
 
 
 def motion_loras(p: Any, lora_extension: Any, *, cached: bool = True) -> list[tuple[MotionLora, float]]:
@@ -150,8 +157,6 @@ class ForgePatch(HostPatch):
         ``forge_objects.unet`` until the patch ends. Returns the clone."""
         patcher = forge_objects.unet
         require(patcher)
-        if getattr(patcher, "controlnet_linked_list", None) is not None:
-            raise HostUnsupportedError(HOST, "ControlNet units (per-frame hints)")
         clone = patcher.clone()
         table, injection = self._table, self.injection
 
@@ -224,13 +229,12 @@ class ForgeHost(A1111Host):
         return forge_unet(sd_model)
 
     def state(self, p: Any, sd_model: Any) -> HostState:
-        cn = controlnet_script(p)
-        units = cn is not None and enabled_units(p.script_args[cn.args_from:cn.args_to])
-        return host_state(p, sd_model, self.unet(sd_model), forge=True, controlnet_units=units)
+        return host_state(p, sd_model, self.unet(sd_model), forge=True)
 
-    def video_input(self, p: Any, params: AnimateDiffParams, edits: Changes) -> controlnet.VideoToVideo:
-        """Video input is refused on Forge (``unsupported``, checked before): no frames from here."""
-        return controlnet.VideoToVideo({}, 0)
+    def video_input(self, p: Any, params: AnimateDiffParams, edits: Changes) -> VideoToVideo:
+        from modules import paths
+
+        return video_input(p, params, settings.input_roots(self.opt, Path(paths.data_path)), edits)
 
     def model_patch(self, p: Any, request: Request) -> AbstractContextManager[HostPatch]:
         plan = request.planned
@@ -250,5 +254,5 @@ class ForgeHost(A1111Host):
         request.patch.apply(p.sd_model.forge_objects, request)
 
 
-__all__ = ["LORA_READER", "ForgeHost", "ForgePatch", "enabled_units", "forge_patch", "forge_unet", "is_forge",
-           "lora_reader", "motion_loras", "require", "schedule_buffers", "unsupported"]
+__all__ = ["LORA_READER", "ForgeHost", "ForgePatch", "forge_patch", "forge_unet", "is_forge", "lora_reader",
+           "motion_loras", "require", "schedule_buffers", "video_input"]

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.fixtures.controlnet_checkpoint import build_tiny_controlnet
 from tests.fixtures.forge_checkpoint import REPO_ENV, XL_REPO_ENV, build_forge_repo, build_forge_repo_xl
+from tests.fixtures.forge_controlnet import build_forge_controlnet
 from tests.fixtures.motion_loras import write_test_loras
 from tests.fixtures.webui_checkpoint import build_tiny_sd15_checkpoint
 from tests.webui.launcher import LaunchedWebUI, free_port, link_extension, repo_root
@@ -56,7 +56,7 @@ def prepare_data_dir(data_dir: Path, model: ForgeModel, with_extension: bool) ->
     for path in (model.checkpoint, model.checkpoint.with_suffix(".yaml")):
         shutil.copyfile(path, models / path.name)
     link_extension(data_dir, HERE / "tiny_guess_ext", GUESS_EXTENSION_NAME)
-    build_tiny_controlnet(data_dir / "models" / "ControlNet")  # for Forge's built-in ControlNet
+    build_forge_controlnet(data_dir / "models" / "ControlNet")  # for Forge's built-in ControlNet
     write_test_loras(data_dir / "models" / "Lora" / LORA_FOLDER)  # tiny motion LoRAs (test_forge_lora.py)
     if with_extension:
         link_extension(data_dir, repo_root(), EXTENSION_NAME)

@@ -9,7 +9,6 @@ import json
 from typing import Any
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from tests.webui.checks import assert_img2img_fades, assert_prompt_travel
@@ -21,7 +20,6 @@ from tests.webui.client import (
     frame_pixels,
     gif_frames,
     interrupted,
-    png_b64,
     png_bytes,
     tiny_txt2img,
     videos,
@@ -114,33 +112,3 @@ def test_forge_is_restored_after_a_failure_and_an_interrupt(api: WebUIClient, pl
     assert png_bytes(api.txt2img(**tiny_txt2img(seed=13))) == reference, "the failure left Forge changed"
     interrupted(api, "/sdapi/v1/txt2img", ad_payload({"video_length": 24, "overlap": 2}, steps=200))
     assert png_bytes(api.txt2img(**tiny_txt2img(seed=13))) == reference, "the interrupt left Forge changed"
-
-
-def test_controlnet_unit_is_refused_before_controlnet_runs(api: WebUIClient, plain_forge: ForgeSession,
-                                                         forge_session: ForgeSession) -> None:
-    """An enabled unit of Forge's built-in ControlNet: HTTP 422 naming it, found before any script's process()
-    (so ControlNet never runs), and a plain generation afterwards is unchanged."""
-    models = [m for m in api.get("/controlnet/model_list")["model_list"] if m.startswith("tiny-controlnet")]
-    assert models, api.get("/controlnet/model_list")
-    reference = png_bytes(plain_forge.client().txt2img(**tiny_txt2img(seed=14)))
-    payload = ad_payload({"video_length": 4, "batch_size": 4})
-    unit = {"enabled": True, "module": "None", "model": models[0], "image": png_b64((200, 30, 30))}
-    payload["alwayson_scripts"]["ControlNet"] = {"args": [unit]}
-    ran = forge_session.log_path.read_text(encoding="utf-8", errors="replace").count("Using preprocessor")
-    body = expect_error(api, payload, "not supported on Forge yet", "ControlNet units")
-    assert "HTTP 422" in body, body
-    log = forge_session.log_path.read_text(encoding="utf-8", errors="replace")
-    assert log.count("Using preprocessor") == ran, "ControlNet's process() ran: the refusal came too late"
-    assert png_bytes(api.txt2img(**tiny_txt2img(seed=14))) == reference, "the refusal left Forge changed"
-
-
-@pytest.mark.parametrize(("ad", "what"), [
-    ({"video_source": "clip.mp4"}, "video input"),
-    ({"video_path": "frames"}, "video input"),
-])
-def test_refusal_is_422_and_changes_nothing(api: WebUIClient, plain_forge: ForgeSession, ad: dict[str, Any],
-                                            what: str) -> None:
-    reference = png_bytes(plain_forge.client().txt2img(**tiny_txt2img(seed=12)))
-    body = expect_error(api, ad_payload(ad), "not supported on Forge yet", what)
-    assert "HTTP 422" in body, body
-    assert png_bytes(api.txt2img(**tiny_txt2img(seed=12))) == reference, "the refusal left Forge changed"
