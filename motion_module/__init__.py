@@ -42,7 +42,13 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # for type checkers; at run time the names are imported on first use (see __getattr__)
-    from .errors import (
+    from motion_module.core.injection import Injection, injected
+    from motion_module.core.model import MotionModule
+    from motion_module.core.patch import Host, HostPatch, animatediff_patch
+    from motion_module.core.prompts import interpolate_conds, parse_prompt_travel
+    from motion_module.core.sampling import windowed_denoise
+    from motion_module.core.schedules import FAMILY_SCHEDULES, alphas_cumprod, context_windows
+    from motion_module.errors import (
         AnimateDiffError,
         CorruptFileError,
         IncompatibleModelError,
@@ -53,15 +59,9 @@ if TYPE_CHECKING:  # for type checkers; at run time the names are imported on fi
         TooManyFramesError,
         UnsafeFileError,
     )
-    from .injection import Injection, injected
-    from .loading import load_motion_module, load_motion_module_cached
-    from .lora import MotionLora, applied_motion_loras, load_motion_lora
-    from .model import MotionModule
-    from .patch import Host, HostPatch, animatediff_patch
-    from .prompts import interpolate_conds, parse_prompt_travel
-    from .sampling import windowed_denoise
-    from .schedules import FAMILY_SCHEDULES, alphas_cumprod, context_windows
-    from .spec import MotionModuleSpec, detect_spec
+    from motion_module.files.loading import load_motion_module, load_motion_module_cached
+    from motion_module.files.lora import MotionLora, applied_motion_loras, load_motion_lora
+    from motion_module.files.spec import MotionModuleSpec, detect_spec
 
 # public name -> submodule. Importing the package imports nothing heavy, so `python -m motion_module`
 # answers --help and argument errors without loading torch.
@@ -69,15 +69,15 @@ _HOMES = {
     **dict.fromkeys(("AnimateDiffError", "CorruptFileError", "IncompatibleModelError", "MotionModuleError",
                      "NotAMotionModuleError", "OutputError", "ParameterError", "TooManyFramesError",
                      "UnsafeFileError"), "errors"),
-    "Injection": "injection", "injected": "injection",
-    "load_motion_module": "loading", "load_motion_module_cached": "loading",
-    "MotionModule": "model",
-    "MotionLora": "lora", "applied_motion_loras": "lora", "load_motion_lora": "lora",
-    "Host": "patch", "HostPatch": "patch", "animatediff_patch": "patch",
-    "interpolate_conds": "prompts", "parse_prompt_travel": "prompts",
-    "windowed_denoise": "sampling",
-    "FAMILY_SCHEDULES": "schedules", "alphas_cumprod": "schedules", "context_windows": "schedules",
-    "MotionModuleSpec": "spec", "detect_spec": "spec",
+    "Injection": "core.injection", "injected": "core.injection",
+    "load_motion_module": "files.loading", "load_motion_module_cached": "files.loading",
+    "MotionModule": "core.model",
+    "MotionLora": "files.lora", "applied_motion_loras": "files.lora", "load_motion_lora": "files.lora",
+    "Host": "core.patch", "HostPatch": "core.patch", "animatediff_patch": "core.patch",
+    "interpolate_conds": "core.prompts", "parse_prompt_travel": "core.prompts",
+    "windowed_denoise": "core.sampling",
+    "FAMILY_SCHEDULES": "core.schedules", "alphas_cumprod": "core.schedules", "context_windows": "core.schedules",
+    "MotionModuleSpec": "files.spec", "detect_spec": "files.spec",
 }
 
 

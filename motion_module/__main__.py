@@ -16,7 +16,7 @@ import sys
 import traceback
 from collections.abc import Callable
 
-from .cli import (
+from motion_module.cli.cli import (
     EXIT_USAGE,
     PROG,
     VERSION,
@@ -30,21 +30,21 @@ from .cli import (
 
 
 def _demo_parser() -> CliParser:
-    from .demo_cli import build_parser
+    from motion_module.cli.demo_cli import build_parser
 
     return build_parser()
 
 
 # name -> (module, function, one-line help, parser builder)
 COMMANDS: dict[str, tuple[str, str, str, Callable[[], CliParser]]] = {
-    "inspect": ("motion_module.tools", "main_inspect", "describe motion-module files", inspect_parser),
-    "convert": ("motion_module.tools", "main_convert", "write fp16 safetensors in the AnimateDiff layout",
+    "inspect": ("motion_module.cli.tools", "main_inspect", "describe motion-module files", inspect_parser),
+    "convert": ("motion_module.cli.tools", "main_convert", "write fp16 safetensors in the AnimateDiff layout",
                 convert_parser),
-    "sparsectrl": ("motion_module.sparsectrl_file", "main_sparsectrl",
+    "sparsectrl": ("motion_module.files.sparsectrl_file", "main_sparsectrl",
                    "write a SparseCtrl file in the names sd-webui-controlnet loads", sparsectrl_parser),
-    "info": ("motion_module.cli", "main_info", "print the generation parameters stored in an output",
+    "info": ("motion_module.cli.cli", "main_info", "print the generation parameters stored in an output",
              info_parser),
-    "demo": ("motion_module.demo", "main_demo", "run the whole pipeline on a tiny model (CPU, a minute)",
+    "demo": ("motion_module.cli.demo", "main_demo", "run the whole pipeline on a tiny model (CPU, a minute)",
              _demo_parser),
 }
 
@@ -76,7 +76,7 @@ def _help(topic: list[str]) -> int:
 def _run(name: str, rest: list[str]) -> int:
     module_name, func_name, _, parser = COMMANDS[name]
     if name == "demo":  # usage errors exit 2 here, before the command's module (and torch) loads
-        from .demo_cli import parse_config
+        from motion_module.cli.demo_cli import parse_config
 
         parse_config(rest)
     else:

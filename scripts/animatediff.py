@@ -3,7 +3,7 @@
 One engine call per hook, into the request session (`motion_module.session`): before_process starts the request
 (parse, plan once, set up `p` through the request's owner of changes), on_cfg_denoiser runs the windows,
 process_before_every_sampling (Forge) patches the sampling's UNet, postprocess writes the videos. What differs
-between the hosts is `HOST` (`motion_module.hosts`: A1111 or Forge)."""
+between the hosts is `HOST` (`animatediff_hosts`: A1111 or Forge)."""
 
 from pathlib import Path
 from typing import Any
@@ -12,9 +12,11 @@ import gradio as gr
 from modules import script_callbacks, scripts
 from modules.ui_components import InputAccordion, ToolButton
 
-from motion_module import hosts, session, ui_spec
-from motion_module import infotext as mm_infotext
-from motion_module.param_fields import FIELDS
+import animatediff_hosts as hosts
+from motion_module.core import session
+from motion_module.params import infotext as mm_infotext
+from motion_module.params import ui_spec
+from motion_module.params.fields import FIELDS
 
 HOST = hosts.for_webui(Path(__file__).resolve().parent.parent)
 

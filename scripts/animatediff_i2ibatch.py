@@ -14,10 +14,10 @@ from typing import Any
 from modules import img2img, patches, processing, script_callbacks
 from PIL import Image
 
-from motion_module.hosts.a1111 import I2I_BATCH_ATTR  # read there by video_input
-from motion_module.params import from_script_args, script_slice
-from motion_module.patch import Changes
-from motion_module.video_input import read_frame_folder
+from animatediff_hosts.a1111 import I2I_BATCH_ATTR  # read there by video_input
+from motion_module.core.patch import Changes
+from motion_module.params.request import from_script_args, script_slice
+from motion_module.video.input import read_frame_folder
 
 PATCH_KEY = "sd-webui-animatediff-engine"
 

@@ -1,4 +1,5 @@
-"""AnimateDiff's LoRA files in WebUI's built-in Lora extension (host registration only; logic: motion_module/lora.py).
+"""AnimateDiff's LoRA files in WebUI's built-in Lora extension (host registration only; logic:
+motion_module/files/lora.py).
 
 The Lora extension reads a file's key names when it loads it (``networks.load_network``) and cannot read the two
 layouts AnimateDiff publishes. One pass-through wrapper around that function, installed once (at import and at
@@ -17,8 +18,9 @@ Both kinds are read with AnimateDiff's safe loader (safetensors or weights-only 
 the prompt of a generation without AnimateDiff gets a note in the infotext (``AnimateDiff notes``), not an error.
 
 Forge's Lora extension reads the files elsewhere (its ``load_network`` reads none): there the same kind of wrapper
-goes around ``networks.load_lora_state_dict`` (``hosts.forge.lora_reader``): no tensors for a motion LoRA (Forge
-would unpickle a ``.ckpt`` to find no layer for them), the V3 adapter's tensors read safely under the Lora names.
+goes around ``networks.load_lora_state_dict`` (``animatediff_hosts.forge.lora_reader``): no tensors for a motion
+LoRA (Forge would unpickle a ``.ckpt`` to find no layer for them), the V3 adapter's tensors read safely under the
+Lora names.
 """
 
 import logging
@@ -29,9 +31,9 @@ from typing import Any
 
 from modules import script_callbacks, shared
 
-from motion_module import lora
-from motion_module.hosts import forge
-from motion_module.session import request_of
+from animatediff_hosts import forge
+from motion_module.core.session import request_of
+from motion_module.files import lora
 
 logger = logging.getLogger("animatediff")
 NOTES_KEY = "AnimateDiff notes"

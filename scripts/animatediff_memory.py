@@ -18,7 +18,8 @@ from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from modules import call_queue, devices, script_callbacks, shared
 from modules.ui_components import ToolButton
 
-from motion_module import http_auth, loading
+from motion_module.files import loading
+from motion_module.video import http_auth
 
 ROUTE = "/animatediff/v1"
 logger = logging.getLogger("animatediff")

@@ -8,8 +8,8 @@ import importlib
 from enum import Enum
 from typing import Any
 
+from motion_module.control.sparsectrl import SparseCtrlMotion
 from motion_module.errors import MotionModuleError
-from motion_module.sparsectrl import SparseCtrlMotion
 
 
 class MotionModuleType(Enum):

@@ -9,9 +9,9 @@ from pathlib import Path
 import gradio as gr
 from modules import script_callbacks, scripts, shared
 
-from motion_module import settings, ui_spec
-from motion_module.model_files import list_motion_modules, model_root
-from motion_module.param_fields import add_xyz_axes, xyz_script_module
+from motion_module.files.model_files import list_motion_modules, model_root
+from motion_module.params import settings, ui_spec
+from motion_module.params.fields import add_xyz_axes, xyz_script_module
 
 EXTENSION_DIR = Path(__file__).resolve().parent.parent
 

@@ -11,7 +11,7 @@ from typing import Any
 import gradio as gr
 from modules import script_callbacks
 
-from motion_module import ui_spec
+from motion_module.params import ui_spec
 
 _fps: dict[str, Any] = {}  # tab -> its FPS control, until that tab's video source is built
 

@@ -10,9 +10,9 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from motion_module.params import from_script_args, script_slice
-from motion_module.run import PromptSchedule
-from motion_module.session import request_of
+from motion_module.core.run import PromptSchedule
+from motion_module.core.session import request_of
+from motion_module.params.request import from_script_args, script_slice
 
 logger = logging.getLogger("animatediff")
 

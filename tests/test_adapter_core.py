@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 
-from motion_module import infotext, settings, ui_spec
+from motion_module.core.run import HostState, check_host, lightning_hint
 from motion_module.errors import IncompatibleModelError, OutputError, ParameterError, TooManyFramesError
-from motion_module.model_files import default_motion_module, list_motion_modules, resolve_motion_module
-from motion_module.param_fields import FIELDS, XYZ_ATTRIBUTE, XYZ_FIELDS, add_xyz_axes, xyz_script_module
-from motion_module.params import AnimateDiffParams
-from motion_module.run import HostState, check_host, lightning_hint
-from motion_module.video_encoders import EncodeOptions
+from motion_module.files.model_files import default_motion_module, list_motion_modules, resolve_motion_module
+from motion_module.params import infotext, settings, ui_spec
+from motion_module.params.fields import FIELDS, XYZ_ATTRIBUTE, XYZ_FIELDS, add_xyz_axes, xyz_script_module
+from motion_module.params.request import AnimateDiffParams
+from motion_module.video.encoders import EncodeOptions
 
 
 def test_settings_defaults_are_the_encoders_defaults_and_upload_is_off():
@@ -201,7 +201,7 @@ def test_input_roots(tmp_path: Path):
 
 
 def test_modules_loaded_without_the_cache_are_fresh_and_the_cache_is_emptied(tmp_path: Path):
-    from motion_module import loading
+    from motion_module.files import loading
     from tests.fixtures.motion_modules import build_state_dict, write_checkpoint
 
     path = tmp_path / "m.safetensors"
@@ -232,7 +232,7 @@ def test_the_panel_finds_its_controls_by_elem_id_fps_before_the_video():
 def test_an_uploaded_video_sets_fps_to_its_exact_rate_and_shows_its_frames(tmp_path: Path):
     from fractions import Fraction
 
-    from motion_module.video_input import output_fps
+    from motion_module.video.input import output_fps
     from tests.fixtures.ffmpeg import make
 
     clip, ntsc = tmp_path / "clip.mp4", tmp_path / "ntsc.mp4"

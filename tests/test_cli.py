@@ -18,9 +18,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from motion_module import loading, tools
 from motion_module.__main__ import main
-from motion_module.cli import VERSION
+from motion_module.cli import tools
+from motion_module.cli.cli import VERSION
+from motion_module.files import loading
 from tests.fixtures.motion_modules import CASES_BY_NAME, case_file, malicious_pickle
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""ControlNet keyframes (motion_module/cn_keyframes.py, controlnet.prepare) and the prompt schedule ControlNet
+"""ControlNet keyframes (motion_module/control/cn_keyframes.py, controlnet.prepare) and the prompt schedule ControlNet
 reads for IP-Adapter prompt travel (run.PromptSchedule through scripts/animatediff_utils.get_animatediff_arg).
 
 (Live, with sd-webui-controlnet 1.1.455 and the tiny ControlNet: tests/webui/test_v2v_keyframes_live.py.)
@@ -15,13 +15,13 @@ import pytest
 import torch
 from PIL import Image
 
-from motion_module.cn_keyframes import keyframe_line, place_keyframes, split_batch_images
-from motion_module.controlnet import FrameSources, UnitInput, plan_control_frames, prepare
+from motion_module.control.cn_keyframes import keyframe_line, place_keyframes, split_batch_images
+from motion_module.control.controlnet import FrameSources, UnitInput, plan_control_frames, prepare
+from motion_module.core.prompts import slerp
+from motion_module.core.run import PromptSchedule, plan_run
 from motion_module.errors import ParameterError
-from motion_module.params import AnimateDiffParams
-from motion_module.prompts import slerp
-from motion_module.run import PromptSchedule, plan_run
-from motion_module.spec import MotionModuleSpec
+from motion_module.files.spec import MotionModuleSpec
+from motion_module.params.request import AnimateDiffParams
 from scripts.animatediff_utils import get_animatediff_arg
 from tests.fixtures.controlnet_units import Unit, frames_dir
 

@@ -8,7 +8,8 @@ import ast
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SHIPPED = sorted([*REPO.glob("scripts/*.py"), *REPO.glob("motion_module/**/*.py")])
+SHIPPED = sorted([*REPO.glob("scripts/*.py"), *REPO.glob("motion_module/**/*.py"),
+                  *REPO.glob("animatediff_hosts/*.py")])
 
 
 def _code_lines(node: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
@@ -101,7 +102,7 @@ def test_every_hook_of_the_adapter_is_one_engine_call() -> None:
 
 
 P_EDIT_EXEMPT = {  # (file, function): why it may edit p without the request's owner of changes
-    ("param_fields.py", "apply"): "an X/Y/Z axis sets a cell's request up before it starts (X/Y/Z's own protocol)",
+    ("fields.py", "apply"): "an X/Y/Z axis sets a cell's request up before it starts (X/Y/Z's own protocol)",
     ("animatediff_lora.py", "on_cfg_denoiser"): "a note in a request without AnimateDiff, which has no owner",
     ("request_guard.py", "drop_copied_guard"): "removes the original's wrappers from another extension's copy",
 }

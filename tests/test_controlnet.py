@@ -12,12 +12,12 @@ import pytest
 import torch
 from PIL import Image
 
-from motion_module.controlnet import FrameSources, HintSlicer, UnitInput, plan_control_frames
+from motion_module.control.controlnet import FrameSources, HintSlicer, UnitInput, plan_control_frames
+from motion_module.core.injection import injected
+from motion_module.core.run import plan_run
 from motion_module.errors import InputError, ParameterError
-from motion_module.injection import injected
-from motion_module.params import AnimateDiffParams
-from motion_module.run import plan_run
-from motion_module.video_input import output_fps
+from motion_module.params.request import AnimateDiffParams
+from motion_module.video.input import output_fps
 from tests.fixtures.controlnet_units import Unit, frames_dir
 from tests.fixtures.motion_modules import make_mm
 from tests.fixtures.unets import unet_inputs
@@ -228,7 +228,7 @@ class ForgeUnit:
 def test_forge_units_get_their_frames_in_batch_image_dir(tmp_path: Path) -> None:
     """Forge's layout: a unit's own folder is read from ``batch_image_dir`` (no keyframe lines there), the
     staged frames go back there; a unit without input reads video_path; an IP-Adapter preprocessor is refused."""
-    from motion_module.controlnet import FORGE_UNITS, prepare
+    from motion_module.control.controlnet import FORGE_UNITS, prepare
 
     own, video = frames_dir(tmp_path / "own", 6), frames_dir(tmp_path / "video", 9)
     slots = [(3, ForgeUnit(input_mode="batch", batch_image_dir=f" {own} ")), (4, ForgeUnit()),
@@ -251,7 +251,7 @@ def test_forge_units_get_their_frames_in_batch_image_dir(tmp_path: Path) -> None
 
 
 def test_prepare_decodes_the_video_source_and_stages_each_units_frames(tmp_path: Path):
-    from motion_module.controlnet import prepare
+    from motion_module.control.controlnet import prepare
 
     video = ntsc_video_with_sound(tmp_path)
     frames = frames_dir(tmp_path / "own", 20)
@@ -276,7 +276,7 @@ def test_prepare_decodes_the_video_source_and_stages_each_units_frames(tmp_path:
 
 
 def test_prepare_refuses_paths_outside_the_allowed_folders(tmp_path: Path):
-    from motion_module.controlnet import prepare
+    from motion_module.control.controlnet import prepare
 
     inside, outside = tmp_path / "inside", frames_dir(tmp_path / "outside", 4)
     inside.mkdir()

@@ -7,10 +7,10 @@ import logging
 import pytest
 import torch
 
-from motion_module.convert import detect_layout, original_to_diffusers, to_original_layout
+from motion_module.core.model import MotionModule, sinusoidal_table
 from motion_module.errors import NotAMotionModuleError
-from motion_module.model import MotionModule, sinusoidal_table
-from motion_module.spec import detect_spec
+from motion_module.files.convert import detect_layout, original_to_diffusers, to_original_layout
+from motion_module.files.spec import detect_spec
 from tests.fixtures.motion_modules import (
     FAMILY_CASES,
     SD15_CHANNELS,
@@ -82,7 +82,7 @@ def test_diffusers_layout_is_the_real_motion_adapter(family, channels, mid):
 def test_loads_a_file_written_by_diffusers_save_pretrained(tmp_path, seq, mid, family):
     from diffusers import MotionAdapter
 
-    from motion_module.loading import load_motion_module
+    from motion_module.files.loading import load_motion_module
 
     torch.manual_seed(1)
     adapter = MotionAdapter(block_out_channels=(32, 32, 64, 64), motion_max_seq_length=seq, use_motion_mid_block=mid)
@@ -142,7 +142,7 @@ def test_full_unet_and_wrapper_prefixes(caplog):
     full = {f"module.{k}": v for k, v in motion.items()}
     full["module.down_blocks.0.resnets.0.conv1.weight"] = torch.zeros(32, 32, 3, 3)
     full["module.conv_in.weight"] = torch.zeros(32, 4, 3, 3)
-    with caplog.at_level(logging.INFO, logger="motion_module.convert"):
+    with caplog.at_level(logging.INFO, logger="motion_module.files.convert"):
         converted = to_original_layout(full)
     assert converted.keys() == motion.keys()
     assert "ignored 2 tensors" in caplog.text

@@ -16,11 +16,11 @@ import pytest
 import torch
 from PIL import Image
 
-from motion_module.demo import DemoConfig, main_demo, random_motion_module, run_demo
-from motion_module.demo_unet import toy_unet
-from motion_module.infotext import params_from_infotext
-from motion_module.injection import injected
-from motion_module.video_files import read_infotext
+from motion_module.cli.demo import DemoConfig, main_demo, random_motion_module, run_demo
+from motion_module.cli.demo_unet import toy_unet
+from motion_module.core.injection import injected
+from motion_module.params.infotext import params_from_infotext
+from motion_module.video.files import read_infotext
 from tests.fixtures.unets import assert_same_fingerprint, tiny_unet, unet_fingerprint
 
 REPO = Path(__file__).resolve().parents[1]

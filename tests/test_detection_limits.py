@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import pytest
 
+from motion_module.cli.tools import main_convert, main_inspect
+from motion_module.core.run import lightning_hint, prepare_request
 from motion_module.errors import NotAMotionModuleError
-from motion_module.params import AnimateDiffParams
-from motion_module.run import lightning_hint, prepare_request
-from motion_module.spec import detect_spec, with_family
-from motion_module.tools import main_convert, main_inspect
+from motion_module.files.spec import detect_spec, with_family
+from motion_module.params.request import AnimateDiffParams
 from tests.fixtures.motion_modules import SD15_CHANNELS, build_state_dict, write_checkpoint
 
 

@@ -13,9 +13,9 @@ import pytest
 import torch
 from torch import nn
 
-from motion_module import loading
-from motion_module.patch import Host, animatediff_patch
-from motion_module.weights import FP8, CastLinear, fp8_wanted, parameter_bytes, weight_storage
+from motion_module.core.patch import Host, animatediff_patch
+from motion_module.core.weights import FP8, CastLinear, fp8_wanted, parameter_bytes, weight_storage
+from motion_module.files import loading
 from tests.fixtures.motion_modules import SD15_CHANNELS, build_state_dict, write_checkpoint
 from tests.fixtures.unets import assert_same_fingerprint, tiny_unet, unet_fingerprint, unet_inputs
 
@@ -62,9 +62,9 @@ def test_fp8_bytes_at_real_sizes(family: str, base: str, channels: tuple[int, ..
                                  fp8_mb: float) -> None:
     """The real modules' sizes, from their shapes on the meta device (no memory used): Linear weights are
     99.6 % of the parameters, so FP8 storage (rest fp16) is 50.2 % of fp16."""
-    from motion_module.model import MotionModule
-    from motion_module.spec import MotionModuleSpec
-    from motion_module.weights import use_cast_linears
+    from motion_module.core.model import MotionModule
+    from motion_module.core.weights import use_cast_linears
+    from motion_module.files.spec import MotionModuleSpec
 
     with torch.device("meta"):
         module = MotionModule(MotionModuleSpec(family, base, channels, 32, mid))

@@ -21,9 +21,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from motion_module.controlnet import VideoToVideo, prepare
+from motion_module.control.controlnet import VideoToVideo, prepare
 from motion_module.errors import ParameterError
-from motion_module.frame_selection import (
+from motion_module.params.request import AnimateDiffParams, from_api
+from motion_module.video.frame_selection import (
     FrameSelection,
     FrameTimes,
     parse_showinfo,
@@ -32,9 +33,8 @@ from motion_module.frame_selection import (
     read_selected_frames,
     select_items,
 )
-from motion_module.params import AnimateDiffParams, from_api
-from motion_module.video_input import VideoFrames, mux_audio, probe_video
-from motion_module.video_metadata import ffmpeg_exe
+from motion_module.video.input import VideoFrames, mux_audio, probe_video
+from motion_module.video.metadata import ffmpeg_exe
 from tests.fixtures.controlnet_units import Unit
 
 SIZE = 80
@@ -324,7 +324,7 @@ def test_decoding_a_selection_keeps_one_frame_in_memory(tmp_path: Path) -> None:
          "ultrafast", "-pix_fmt", "yuv420p", str(video))
     script = textwrap.dedent(f"""
         from pathlib import Path
-        from motion_module.frame_selection import FrameSelection, read_selected_frames
+        from motion_module.video.frame_selection import FrameSelection, read_selected_frames
 
         def peak_kib():  # this process's own high-water mark (ru_maxrss would carry the parent's over exec)
             return int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM:")).split()[1])

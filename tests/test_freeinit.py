@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.fft as fft
 
+from motion_module.core.freeinit import freeinit_noise, lowpass_filter
 from motion_module.errors import ParameterError
-from motion_module.freeinit import freeinit_noise, lowpass_filter
 
 
 def _diffusers_filter(shape, kind, d_s, d_t, order=4):
@@ -123,7 +123,7 @@ class CountingRng:
 
 
 def test_freeinit_sample_runs_the_passes_from_the_previous_result():
-    from motion_module.freeinit import FreeInitConfig, freeinit_sample
+    from motion_module.core.freeinit import FreeInitConfig, freeinit_sample
 
     shape = (6, 4, 8, 8)
     rng, starts = CountingRng(shape), []
@@ -146,7 +146,7 @@ def test_freeinit_sample_runs_the_passes_from_the_previous_result():
 
 
 def test_noise_source_hands_out_the_given_start_once_and_delegates():
-    from motion_module.freeinit import NoiseSource
+    from motion_module.core.freeinit import NoiseSource
 
     rng = CountingRng((2, 4, 2, 2))
     first = torch.zeros(2, 4, 2, 2)
@@ -157,7 +157,7 @@ def test_noise_source_hands_out_the_given_start_once_and_delegates():
 
 
 def test_freenoise_reschedules_frames_past_the_first_window():
-    from motion_module.freenoise import freenoise_noise, noise_source
+    from motion_module.core.freenoise import freenoise_noise, noise_source
 
     noise = torch.randn(40, 4, 2, 2, generator=torch.Generator().manual_seed(3))
     out = freenoise_noise(noise, context=16, overlap=4, seed=9)

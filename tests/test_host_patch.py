@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import torch
 
-from motion_module.freeinit import NoiseSource
-from motion_module.patch import Host, animatediff_patch
+from motion_module.core.freeinit import NoiseSource
+from motion_module.core.patch import Host, animatediff_patch
 from tests.fixtures.motion_modules import make_mm
 from tests.fixtures.unets import ScheduleOwner, assert_same_fingerprint, unet_fingerprint, unet_inputs
 

@@ -1,7 +1,7 @@
-"""The host layer (motion_module/hosts) on the CPU: Forge's way of running the motion modules (after a block's
-layers, no insertion) gives the inserted result, its schedule swap on the predictor is exact and undone, and what
-Forge cannot do yet is refused by name; the SDXL families plan and patch an SDXL-shaped UNet. The live Forge tier
-(tests/forge) runs the same code in Forge itself."""
+"""The host layer (animatediff_hosts) on the CPU: Forge's way of running the motion modules (after a block's
+layers, no insertion) gives the inserted result, its schedule swap on the predictor is exact and undone, motion
+LoRAs merge and are undone, a missing UnetPatcher method is named; the SDXL families plan and patch an SDXL-shaped
+UNet. The live Forge tier (tests/forge) runs the same code in Forge itself."""
 
 from __future__ import annotations
 
@@ -13,15 +13,15 @@ import pytest
 import torch
 from torch import nn
 
-from motion_module import lora
+from animatediff_hosts import forge
+from motion_module.core.injection import FrameState, InsertedTemporal, after_layers, injected, plan_sites
+from motion_module.core.instance_forward import wrap_instance_forward
+from motion_module.core.run import HostState, check_host
+from motion_module.core.schedules import alphas_cumprod
 from motion_module.errors import HostUnsupportedError, IncompatibleModelError
-from motion_module.hosts import forge
-from motion_module.injection import FrameState, InsertedTemporal, after_layers, injected, plan_sites
-from motion_module.instance_forward import wrap_instance_forward
-from motion_module.lora import MotionLora, parse_motion_lora
-from motion_module.params import AnimateDiffParams
-from motion_module.run import HostState, check_host
-from motion_module.schedules import alphas_cumprod
+from motion_module.files import lora
+from motion_module.files.lora import MotionLora, parse_motion_lora
+from motion_module.params.request import AnimateDiffParams
 from tests.fixtures.motion_loras import build_motion_lora, expected_deltas, write_motion_lora, write_v3_adapter
 from tests.fixtures.motion_modules import make_mm, write_checkpoint
 from tests.fixtures.unets import tiny_unet, unet_fingerprint, unet_inputs
@@ -145,15 +145,13 @@ def test_forge_patch_swaps_the_predictor_schedule_and_puts_the_same_tensors_back
         patch.set_attribute(sd_model, "x", 1)
 
 
-def test_forge_refuses_by_name(sd15: nn.Module) -> None:
-    for state, params in [(HostState(forge=True), AnimateDiffParams()),  # what runs on Forge: not refused
-                          (HostState(forge=True, img2img=True), AnimateDiffParams()),
-                          (HostState(forge=True, hires=True), AnimateDiffParams()),
-                          (HostState(forge=True), AnimateDiffParams(video_source="clip.mp4")),  # V2V: ControlNet
-                          (HostState(forge=True), AnimateDiffParams(video_path="frames")),
-                          (HostState(forge=True), AnimateDiffParams(freenoise=True, freeinit_enable=True))]:
+def test_the_host_checks_are_the_same_on_both_hosts() -> None:
+    """Nothing is refused for being on Forge (V2V, FreeNoise, FreeInit, img2img, hires fix run there too)."""
+    for state, params in [(HostState(), AnimateDiffParams()), (HostState(img2img=True), AnimateDiffParams()),
+                          (HostState(hires=True), AnimateDiffParams()),
+                          (HostState(), AnimateDiffParams(video_source="clip.mp4")),
+                          (HostState(), AnimateDiffParams(freenoise=True, freeinit_enable=True))]:
         check_host(state, params)
-    check_host(HostState(), AnimateDiffParams(video_source="clip.mp4"))  # A1111: fine
 
 
 def _forge_model(unet: nn.Module, predictor: nn.Module | None = None) -> SimpleNamespace:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from motion_module.http_auth import allowed, parse_credentials
+from motion_module.video.http_auth import allowed, parse_credentials
 
 
 def test_parse_like_webui() -> None:

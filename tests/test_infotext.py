@@ -13,7 +13,8 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from motion_module.errors import ParameterError
-from motion_module.infotext import (
+from motion_module.params.fields import FIELD_BY_NAME, FIELDS, FrameInterpolation
+from motion_module.params.infotext import (
     INFOTEXT_KEY,
     PASTE_FIELDS,
     PASTE_PREFIX,
@@ -24,8 +25,7 @@ from motion_module.infotext import (
     quote_value,
     to_infotext,
 )
-from motion_module.param_fields import FIELD_BY_NAME, FIELDS, FrameInterpolation
-from motion_module.params import AnimateDiffParams, BetaSchedule, ClosedLoop, OutputFormat
+from motion_module.params.request import AnimateDiffParams, BetaSchedule, ClosedLoop, OutputFormat
 
 # ----- a stand-in for WebUI (A1111 1.10, modules/infotext_utils.py + processing.py) ----------
 # Written from the observed behaviour: a generation-parameter value containing ',', ':' or a

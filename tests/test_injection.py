@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from motion_module.core.injection import injected
+from motion_module.core.model import MotionModule
+from motion_module.core.patch import Host, animatediff_patch
 from motion_module.errors import IncompatibleModelError, TooManyFramesError
-from motion_module.injection import injected
-from motion_module.model import MotionModule
-from motion_module.patch import Host, animatediff_patch
-from motion_module.spec import MotionModuleSpec
+from motion_module.files.spec import MotionModuleSpec
 from tests.fixtures.motion_modules import make_mm
 from tests.fixtures.unets import (
     ScheduleOwner,

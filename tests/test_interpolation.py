@@ -14,8 +14,14 @@ import pytest
 import torch
 from PIL import Image
 
+from motion_module.cli.tools import main_inspect
 from motion_module.errors import InterpolationError
-from motion_module.interpolation import (
+from motion_module.params.fields import ClosedLoop, FrameInterpolation
+from motion_module.params.request import AnimateDiffParams
+from motion_module.video.encoders import animated_timing
+from motion_module.video.files import ping_pong
+from motion_module.video.input import probe_video
+from motion_module.video.interpolation import (
     InterpHost,
     find_rife_weights,
     interpolate,
@@ -26,14 +32,8 @@ from motion_module.interpolation import (
     load_rife,
     rife_frames,
 )
-from motion_module.param_fields import ClosedLoop, FrameInterpolation
-from motion_module.params import AnimateDiffParams
-from motion_module.publish import Published, publish_videos, video_job
-from motion_module.rife import IFNet, ifnet_config, warp
-from motion_module.tools import main_inspect
-from motion_module.video_encoders import animated_timing
-from motion_module.video_files import ping_pong
-from motion_module.video_input import probe_video
+from motion_module.video.publish import Published, publish_videos, video_job
+from motion_module.video.rife import IFNet, ifnet_config, warp
 from tests.fixtures.ffmpeg import packet_pts
 from tests.fixtures.frames import gradient_frames
 from tests.fixtures.rife import TINY, tiny_ifnet, write_weights

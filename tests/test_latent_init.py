@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from motion_module.core.latent_init import img2gif_init, img2gif_weights
 from motion_module.errors import ParameterError
-from motion_module.latent_init import img2gif_init, img2gif_weights
 
 
 def test_first_image_weights_by_hand():
@@ -62,8 +62,8 @@ def test_dtype_and_errors():
 
 
 def test_img2gif_latents_for_a_request():
-    from motion_module.latent_init import img2gif_init, img2gif_latents
-    from motion_module.params import AnimateDiffParams
+    from motion_module.core.latent_init import img2gif_init, img2gif_latents
+    from motion_module.params.request import AnimateDiffParams
 
     params = AnimateDiffParams(video_length=6, latent_power=2.0, latent_scale=8.0)
     init = torch.randn(6, 4, 3, 3, generator=torch.Generator().manual_seed(1))

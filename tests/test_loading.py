@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from motion_module import loading
+from motion_module.core.model import sinusoidal_table
 from motion_module.errors import (
     CorruptFileError,
     IncompatibleModelError,
@@ -19,7 +19,8 @@ from motion_module.errors import (
     NotAMotionModuleError,
     UnsafeFileError,
 )
-from motion_module.loading import (
+from motion_module.files import loading
+from motion_module.files.loading import (
     check_compatible,
     clear_cache,
     file_hash,
@@ -28,8 +29,7 @@ from motion_module.loading import (
     read_state_dict,
     short_hash,
 )
-from motion_module.model import sinusoidal_table
-from motion_module.spec import detect_spec
+from motion_module.files.spec import detect_spec
 from tests.fixtures.motion_modules import (
     CASES_BY_NAME,
     FAMILY_CASES,

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from motion_module import lora
-from motion_module.instance_forward import wrap_attribute
+from motion_module.core.instance_forward import wrap_attribute
+from motion_module.files import lora
 
 
 def stand_in_networks() -> types.ModuleType:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from motion_module import loading
+from motion_module.files import loading
 from tests.fixtures.motion_modules import build_state_dict, write_checkpoint
 
 CHANNELS = (32, 32, 64, 64)

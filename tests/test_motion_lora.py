@@ -10,12 +10,12 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from motion_module import loading
-from motion_module import lora as mm_lora
+from motion_module.core.patch import Host, animatediff_patch
+from motion_module.core.weights import FP8, weight_storage
 from motion_module.errors import IncompatibleModelError, NotAMotionModuleError, UnsafeFileError
-from motion_module.lora_keys import classify
-from motion_module.patch import Host, animatediff_patch
-from motion_module.weights import FP8, weight_storage
+from motion_module.files import loading
+from motion_module.files import lora as mm_lora
+from motion_module.files.lora_keys import classify
 from tests.fixtures.motion_loras import (
     build_motion_lora,
     build_v3_adapter,
@@ -188,7 +188,7 @@ def test_undone_after_an_error_and_an_interrupt(unet: torch.nn.Module, error: Ba
 
 
 def test_inspect_says_what_a_lora_is_and_where_it_goes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from motion_module.tools import inspect_file, main_inspect
+    from motion_module.cli.tools import inspect_file, main_inspect
 
     motion = write_motion_lora(tmp_path / "v2_lora_PanLeft.ckpt")
     info = inspect_file(motion)

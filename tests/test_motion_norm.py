@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from motion_module.loading import build_motion_module
-from motion_module.model import TemporalTransformer
-from motion_module.spec import detect_spec
+from motion_module.core.model import TemporalTransformer
+from motion_module.files.loading import build_motion_module
+from motion_module.files.spec import detect_spec
 from tests.fixtures.motion_modules import build_state_dict
 
 

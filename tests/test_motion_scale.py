@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
+from motion_module.core.injection import injected
+from motion_module.core.motion_scale import frame_scales, keyframes_text, parse_keyframes
+from motion_module.core.patch import Host, animatediff_patch
+from motion_module.core.run import plan_run
 from motion_module.errors import ParameterError
-from motion_module.infotext import params_from_infotext, to_infotext
-from motion_module.injection import injected
-from motion_module.motion_scale import frame_scales, keyframes_text, parse_keyframes
-from motion_module.params import AnimateDiffParams
-from motion_module.patch import Host, animatediff_patch
-from motion_module.run import plan_run
+from motion_module.params.infotext import params_from_infotext, to_infotext
+from motion_module.params.request import AnimateDiffParams
 from tests.fixtures.motion_modules import make_mm
 from tests.fixtures.unets import tiny_unet, unet_inputs
 

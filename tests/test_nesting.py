@@ -11,7 +11,7 @@ import types
 
 import pytest
 
-from motion_module.nesting import INNER_MARKERS, NESTED_NOTE, Requests
+from motion_module.core.nesting import INNER_MARKERS, NESTED_NOTE, Requests
 
 
 class P:

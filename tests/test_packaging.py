@@ -19,7 +19,7 @@ def _list(text: str, key: str) -> list[str]:
 
 def _imported(folder: Path) -> set[str]:
     names: set[str] = set()
-    for path in folder.glob("*.py"):
+    for path in folder.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Import):
                 names |= {alias.name.split(".")[0] for alias in node.names}

@@ -14,13 +14,8 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from motion_module.errors import ParameterError
-from motion_module.param_fields import (
-    FIELD_NAMES,
-    FIELDS,
-    IGNORED_KEYS,
-    fields_markdown,
-)
-from motion_module.params import (
+from motion_module.params.fields import FIELD_NAMES, FIELDS, IGNORED_KEYS, fields_markdown
+from motion_module.params.request import (
     AnimateDiffParams,
     BetaSchedule,
     ClosedLoop,

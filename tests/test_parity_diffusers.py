@@ -23,11 +23,11 @@ import pytest
 import torch
 from torch import nn
 
-from motion_module.convert import original_to_diffusers, to_original_layout
-from motion_module.injection import injected
-from motion_module.loading import build_motion_module
-from motion_module.model import TemporalTransformer
-from motion_module.spec import detect_spec
+from motion_module.core.injection import injected
+from motion_module.core.model import TemporalTransformer
+from motion_module.files.convert import original_to_diffusers, to_original_layout
+from motion_module.files.loading import build_motion_module
+from motion_module.files.spec import detect_spec
 from tests.fixtures.motion_modules import build_state_dict
 from tests.fixtures.unets import tiny_unet, unet_inputs
 

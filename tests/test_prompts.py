@@ -7,8 +7,7 @@ import math
 import pytest
 import torch
 
-from motion_module.errors import ParameterError
-from motion_module.prompts import (
+from motion_module.core.prompts import (
     frame_prompts,
     interpolate_conds,
     join_prompt,
@@ -16,6 +15,7 @@ from motion_module.prompts import (
     slerp,
     stack_conds,
 )
+from motion_module.errors import ParameterError
 
 
 def test_parse_tolerates_spacing_and_sorts():

@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from motion_module.param_fields import FrameInterpolation, OutputFormat
-from motion_module.params import AnimateDiffParams, selectable_script_runs
-from motion_module.publish import VideoJob, publish_videos, report, video_count, video_infotext, video_job
-from motion_module.upload import S3Options
-from motion_module.video_encoders import EncodeOptions
-from motion_module.video_input import probe_video
+from motion_module.params.fields import FrameInterpolation, OutputFormat
+from motion_module.params.request import AnimateDiffParams, selectable_script_runs
+from motion_module.video.encoders import EncodeOptions
+from motion_module.video.input import probe_video
+from motion_module.video.publish import VideoJob, publish_videos, report, video_count, video_infotext, video_job
+from motion_module.video.upload import S3Options
 from tests.fixtures.ffmpeg import make
 from tests.fixtures.s3 import options
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from motion_module.patch import Changes
-from motion_module.request_guard import GUARD_ATTR, drop_copied_guard, guard
+from motion_module.core.patch import Changes
+from motion_module.core.request_guard import GUARD_ATTR, drop_copied_guard, guard
 
 
 class Model:

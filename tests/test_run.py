@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from motion_module.core.run import plan_run
 from motion_module.errors import ParameterError, TooManyFramesError
-from motion_module.params import AnimateDiffParams
-from motion_module.run import plan_run
-from motion_module.spec import MotionModuleSpec
+from motion_module.files.spec import MotionModuleSpec
+from motion_module.params.request import AnimateDiffParams
 from tests.fixtures.unets import FrameLog
 
 V2 = MotionModuleSpec("v2", "sd15", (32, 64, 128, 128), 32, True)

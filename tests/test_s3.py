@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from motion_module.errors import OutputError, ParameterError
-from motion_module.video_files import S3Options, SavedVideo, save_video, upload_s3
+from motion_module.video.files import S3Options, SavedVideo, save_video, upload_s3
 
 pytest.importorskip("boto3")
 pytest.importorskip("moto.server", reason="needs moto[server]")

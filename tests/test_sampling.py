@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from motion_module.core.sampling import windowed_denoise
+from motion_module.core.schedules import context_windows, fusion_weights
 from motion_module.errors import ParameterError
-from motion_module.sampling import windowed_denoise
-from motion_module.schedules import context_windows, fusion_weights
 
 SHAPE = (4, 3, 3)  # latent C, H, W
 

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import torch
 
-from motion_module.injection import injected
-from motion_module.model import MotionModule
-from motion_module.prompts import interpolate_conds, parse_prompt_travel, stack_conds
-from motion_module.sampling import windowed_denoise
-from motion_module.schedules import alphas_cumprod, context_windows
-from motion_module.spec import MotionModuleSpec
+from motion_module.core.injection import injected
+from motion_module.core.model import MotionModule
+from motion_module.core.prompts import interpolate_conds, parse_prompt_travel, stack_conds
+from motion_module.core.sampling import windowed_denoise
+from motion_module.core.schedules import alphas_cumprod, context_windows
+from motion_module.files.spec import MotionModuleSpec
 from tests.fixtures.unets import CONTEXT_DIM, randomize
 
 SD15 = (32, 64, 128, 128)

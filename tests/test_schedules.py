@@ -9,8 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from motion_module.errors import ParameterError
-from motion_module.schedules import (
+from motion_module.core.schedules import (
     CLOSED_LOOP_MODES,
     FAMILY_SCHEDULES,
     alphas_cumprod,
@@ -22,6 +21,7 @@ from motion_module.schedules import (
     ordered_halving,
     stride_levels,
 )
+from motion_module.errors import ParameterError
 
 
 def _runs(window: list[int]) -> list[tuple[int, int]]:

@@ -15,14 +15,15 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from motion_module import session, settings
-from motion_module.controlnet import VideoToVideo
-from motion_module.injection import level_channels
-from motion_module.loading import load_motion_module
-from motion_module.params import AnimateDiffParams
-from motion_module.patch import Changes, Host, HostPatch, animatediff_patch
-from motion_module.publish import VideoJob, video_job
-from motion_module.run import HostState, RunPlan, plan_run
+from motion_module.control.controlnet import VideoToVideo
+from motion_module.core import session
+from motion_module.core.injection import level_channels
+from motion_module.core.patch import Changes, Host, HostPatch, animatediff_patch
+from motion_module.core.run import HostState, RunPlan, plan_run
+from motion_module.files.loading import load_motion_module
+from motion_module.params import settings
+from motion_module.params.request import AnimateDiffParams
+from motion_module.video.publish import VideoJob, video_job
 from tests.fixtures.motion_modules import build_state_dict, write_checkpoint
 from tests.fixtures.unets import CONTEXT_DIM, ScheduleOwner, assert_same_fingerprint, tiny_unet, unet_fingerprint
 

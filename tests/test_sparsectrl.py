@@ -1,5 +1,5 @@
-"""SparseCtrl's temporal layers (motion_module/sparsectrl.py, scripts/animatediff_mm.py): the official key layout
-loads strictly, anything else is refused, and the layers group the rows of a UNet call by the running
+"""SparseCtrl's temporal layers (motion_module/control/sparsectrl.py, scripts/animatediff_mm.py): the official key
+layout loads strictly, anything else is refused, and the layers group the rows of a UNet call by the running
 injection's frames (whole windows, or motion-module windows), only with a V3 module.
 
 (ControlNet 1.1.455's own SparseCtrl class built on these: tests/test_sparsectrl_controlnet.py.)
@@ -14,12 +14,12 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from motion_module.__main__ import main
+from motion_module.control.sparsectrl import SparseCtrlMotion, SparseCtrlTemporal
+from motion_module.core.injection import TemporalWindows, injected
+from motion_module.core.model import MotionModule
 from motion_module.errors import MotionModuleError, NotAMotionModuleError, ParameterError
-from motion_module.injection import TemporalWindows, injected
-from motion_module.model import MotionModule
-from motion_module.sparsectrl import SparseCtrlMotion, SparseCtrlTemporal
-from motion_module.sparsectrl_file import to_controlnet_layout
-from motion_module.spec import MotionModuleSpec
+from motion_module.files.sparsectrl_file import to_controlnet_layout
+from motion_module.files.spec import MotionModuleSpec
 from scripts.animatediff_mm import MotionModuleType, MotionWrapper
 from tests.fixtures.motion_modules import build_state_dict
 from tests.fixtures.sparsectrl import SD15_CHANNELS, motion_tensors, official_controlnet_part

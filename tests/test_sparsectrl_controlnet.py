@@ -17,12 +17,12 @@ from typing import Any
 import pytest
 import torch
 
+from motion_module.control.sparsectrl import SparseCtrlTemporal
+from motion_module.core.injection import TemporalWindows, injected
+from motion_module.core.model import MotionModule
 from motion_module.errors import ParameterError
-from motion_module.injection import TemporalWindows, injected
-from motion_module.model import MotionModule
-from motion_module.sparsectrl import SparseCtrlTemporal
-from motion_module.sparsectrl_file import to_controlnet_layout
-from motion_module.spec import MotionModuleSpec
+from motion_module.files.sparsectrl_file import to_controlnet_layout
+from motion_module.files.spec import MotionModuleSpec
 from tests.fixtures.sparsectrl import (
     SD15_CHANNELS,
     controlnet_module,

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from motion_module.errors import NotAMotionModuleError
-from motion_module.spec import FAMILIES, detect_spec
+from motion_module.files.spec import FAMILIES, detect_spec
 from tests.fixtures.motion_modules import (
     FAMILY_CASES,
     build_case,

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from motion_module.loading import load_motion_module, read_state_dict
-from motion_module.tools import main_convert, main_inspect
+from motion_module.cli.tools import main_convert, main_inspect
+from motion_module.files.loading import load_motion_module, read_state_dict
 from tests.fixtures.motion_modules import (
     CASES_BY_NAME,
     FAMILY_CASES,

@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from motion_module import cli
-from motion_module import video_encoders as encoders
-from motion_module import video_files as output
+from motion_module.cli import cli
 from motion_module.errors import OutputError, ParameterError
-from motion_module.video_files import (
+from motion_module.video import encoders
+from motion_module.video import files as output
+from motion_module.video.files import (
     EncodeOptions,
     frame_durations,
     gif_delays,

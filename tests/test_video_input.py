@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from motion_module import video_encoders as encoders
 from motion_module.errors import InputError, OutputError, ParameterError
-from motion_module.video_input import (
+from motion_module.video import encoders
+from motion_module.video.input import (
     _passthrough_args,
     count_frames,
     exact_frame_rate,
@@ -35,7 +35,7 @@ from motion_module.video_input import (
     resolve_video_length,
     video_summary,
 )
-from motion_module.video_metadata import ffmpeg_exe
+from motion_module.video.metadata import ffmpeg_exe
 from tests.fixtures.ffmpeg import audio_seconds, ffmpeg, make, packet_pts
 
 NTSC = Fraction(30000, 1001)

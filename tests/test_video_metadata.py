@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from motion_module import video_encoders as encoders
-from motion_module.video_files import EncodeOptions, SavedVideo, read_infotext, save_video
-from motion_module.video_metadata import parse_ffmetadata
+from motion_module.video import encoders
+from motion_module.video.files import EncodeOptions, SavedVideo, read_infotext, save_video
+from motion_module.video.metadata import parse_ffmetadata
 from tests.fixtures.frames import gradient_frames
 
 # newlines, quotes, commas, colons, a backslash, '=' ';' '#', non-ASCII (latin-1 and beyond)

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from motion_module.injection import level_channels
+from motion_module.core.injection import level_channels
 from tests.fixtures.motion_modules import SDXL_CHANNELS
 from tests.fixtures.webui_checkpoint_xl import ADM_IN, CONTEXT, build_state_dict, model_yaml, unet_state_dict
 

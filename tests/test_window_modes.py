@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from motion_module.injection import injected
-from motion_module.params import AnimateDiffParams
-from motion_module.run import plan_run
-from motion_module.schedules import evaluations_per_frame
+from motion_module.core.injection import injected
+from motion_module.core.run import plan_run
+from motion_module.core.schedules import evaluations_per_frame
+from motion_module.params.request import AnimateDiffParams
 from tests.fixtures.motion_modules import make_mm
 from tests.fixtures.unets import unet_inputs
 
@@ -92,7 +92,7 @@ def test_motion_module_windows_run_long_videos_past_the_positional_table(unet: t
 def test_chunked_spatial_layers_and_position_chunks_match_whole_calls(unet: torch.nn.Module) -> None:
     """The chunks only bound memory: 40 frames in chunks of 16 rows (and the temporal layers in chunks of
     16 rows' tokens) equal one call over all 40 rows up to float rounding."""
-    from motion_module.injection import FrameState
+    from motion_module.core.injection import FrameState
 
     chunked, per_step = run(unet, 40, "motion_module")
     whole, wide = run(unet, 40, "motion_module", max_rows=40)
@@ -110,7 +110,7 @@ def test_chunked_spatial_layers_and_position_chunks_match_whole_calls(unet: torc
 
 
 def test_v1_keeps_resblocks_whole_for_its_cross_frame_groupnorm(unet: torch.nn.Module) -> None:
-    from motion_module.injection import spatial_layers
+    from motion_module.core.injection import spatial_layers
 
     every, without = spatial_layers(unet), spatial_layers(unet, skip_groupnorm=True)
     kinds = {type(layer).__name__ for layer in without}
@@ -125,7 +125,7 @@ def test_v1_keeps_resblocks_whole_for_its_cross_frame_groupnorm(unet: torch.nn.M
 
 
 def test_motion_scale_multiplies_each_modules_residual(unet: torch.nn.Module) -> None:
-    from motion_module.patch import Host, animatediff_patch
+    from motion_module.core.patch import Host, animatediff_patch
 
     x, t, c = unet_inputs(8)
     with torch.no_grad():

@@ -20,7 +20,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from motion_module.video_files import EncodeOptions, SavedVideo, save_video
+from motion_module.video.files import EncodeOptions, SavedVideo, save_video
 
 INFOTEXT = 'a fox running, "golden hour"\nNegative prompt: blurry\nSteps: 20, Seed: 1, Größe: 猫'
 

@@ -46,7 +46,7 @@ def children() -> list[str]:
 
 
 def run_case(video: Path, options: dict[str, object]) -> dict[str, object]:
-    from motion_module.frame_selection import FrameSelection, read_selected_frames
+    from motion_module.video.frame_selection import FrameSelection, read_selected_frames
 
     chosen = {k: Fraction(str(v)) if k == "force_rate" else v for k, v in options.items()}
     child_peak = 0
@@ -76,7 +76,7 @@ def run_case(video: Path, options: dict[str, object]) -> dict[str, object]:
 
 
 def make_source(path: Path, frames: int, size: int) -> None:
-    from motion_module.video_metadata import ffmpeg_exe
+    from motion_module.video.metadata import ffmpeg_exe
 
     subprocess.run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
                     f"testsrc2=s={size}x{size}:r=25", "-frames:v", str(frames), "-c:v", "libx264", "-preset",

@@ -16,8 +16,8 @@ import time
 
 import torch
 
-from motion_module.controlnet import HintSlicer
-from motion_module.schedules import context_windows
+from motion_module.control.controlnet import HintSlicer
+from motion_module.core.schedules import context_windows
 
 
 def rss_mib() -> float:

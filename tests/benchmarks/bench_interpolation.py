@@ -19,8 +19,8 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from motion_module.interpolation import rife_frames  # noqa: E402
-from motion_module.rife import IFNet  # noqa: E402
+from motion_module.video.interpolation import rife_frames  # noqa: E402
+from motion_module.video.rife import IFNet  # noqa: E402
 
 
 def clip(n: int, size: int) -> list[Image.Image]:

@@ -16,9 +16,9 @@ from collections.abc import Callable
 
 import torch
 
-from motion_module.convert import original_to_diffusers
-from motion_module.model import MotionModule
-from motion_module.spec import MotionModuleSpec
+from motion_module.core.model import MotionModule
+from motion_module.files.convert import original_to_diffusers
+from motion_module.files.spec import MotionModuleSpec
 
 LEVELS = ((0, 320, 64), (1, 640, 32), (2, 1280, 16))
 

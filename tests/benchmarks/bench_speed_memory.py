@@ -25,11 +25,11 @@ from typing import Any
 
 import torch
 
-from motion_module.injection import injected
-from motion_module.model import MotionModule
-from motion_module.params import AnimateDiffParams
-from motion_module.run import plan_run
-from motion_module.spec import MotionModuleSpec
+from motion_module.core.injection import injected
+from motion_module.core.model import MotionModule
+from motion_module.core.run import plan_run
+from motion_module.files.spec import MotionModuleSpec
+from motion_module.params.request import AnimateDiffParams
 
 
 def ldm_unet(channels: int, context_dim: int = 768) -> torch.nn.Module:

@@ -14,8 +14,8 @@ import time
 
 import torch
 
-from motion_module.sampling import windowed_denoise
-from motion_module.schedules import CLOSED_LOOP_MODES, context_windows, evaluations_per_frame
+from motion_module.core.sampling import windowed_denoise
+from motion_module.core.schedules import CLOSED_LOOP_MODES, context_windows, evaluations_per_frame
 
 CONTEXT, OVERLAP, STEPS = 16, 4, 25
 

@@ -3,7 +3,8 @@
 folder; every context window sees exactly its frames' hints; a plain generation is unchanged afterwards.
 
 Forge runs its ControlNet once per sampler call over the whole batch, before the UNet function wrapper, and the
-windowed wrapper hands each UNet call the control residuals of its own rows (hosts/forge.py ``video_input``).
+windowed wrapper hands each UNet call the control residuals of its own rows (animatediff_hosts/forge.py
+``video_input``).
 Skipped unless ANIMATEDIFF_FORGE_DIR is set (see conftest.py). Server-side inputs are written into the launched
 Forge's data folder (the folders AnimateDiff may read).
 """
@@ -20,7 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from motion_module.video_metadata import ffmpeg_exe
+from motion_module.video.metadata import ffmpeg_exe
 from tests.webui.client import FRAMES_ONLY, WebUIClient, expect_error, frame_pixels, png_bytes, tiny_txt2img, videos
 
 from .conftest import ForgeSession

@@ -61,7 +61,7 @@ def assert_prompt_travel(frames_of: Callable[[str, float], Frames], *, frame_ind
 
 RED, GREEN, BLUE = (200, 30, 30), (30, 200, 30), (30, 30, 200)
 # 6 frames; latent_scale 3: init-image weight a_i = 1, 2/3, 1/3, 0, 0, 0; latent_scale_last 2: last-image weight
-# b_i = 0, 0, 0, 0, 1/2, 1 (README "img2img", motion_module/latent_init.py); A1111's noise for the denoising
+# b_i = 0, 0, 0, 0, 1/2, 1 (README "img2img", motion_module/core/latent_init.py); A1111's noise for the denoising
 # strength comes on top. A low strength (0.3) keeps the images' share large at 2 steps.
 IMG2IMG_FRAMES, LATENT_SCALE, LATENT_SCALE_LAST = 6, 3, 2
 

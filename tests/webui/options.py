@@ -24,7 +24,7 @@ _MISSING = object()
 
 def extension_option_defaults() -> dict[str, Any]:
     """``{key: default}`` of this extension's settings: the engine's table, which the Settings page is built from."""
-    from motion_module.settings import DEFAULTS
+    from motion_module.params.settings import DEFAULTS
 
     return dict(DEFAULTS)
 

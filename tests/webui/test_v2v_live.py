@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from motion_module.video_metadata import ffmpeg_exe
+from motion_module.video.metadata import ffmpeg_exe
 
 from .client import WebUIClient, WebUIError, png_bytes, tiny_txt2img, videos
 from .launcher import WebUISession

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from motion_module.param_fields import XYZ_FIELDS
+from motion_module.params.fields import XYZ_FIELDS
 
 from .client import WebUIClient, ad_payload, infotexts, png_bytes
 

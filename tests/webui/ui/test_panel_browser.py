@@ -12,7 +12,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from motion_module.video_metadata import ffmpeg_exe
+from motion_module.video.metadata import ffmpeg_exe
 
 from .conftest import save_screenshot
 
