@@ -52,3 +52,10 @@ def test_licence_is_the_full_apache_text() -> None:
     text = (REPO / "LICENSE").read_text(encoding="utf-8")
     assert "TERMS AND CONDITIONS FOR USE, REPRODUCTION, AND DISTRIBUTION" in text
     assert "END OF TERMS AND CONDITIONS" in text and "9. Accepting Warranty or Additional Liability" in text
+
+
+def test_every_engine_package_is_packaged_and_nothing_else() -> None:
+    pyproject = (REPO / "pyproject.toml").read_text(encoding="utf-8")
+    listed = set(_list(pyproject, "packages"))
+    found = {".".join(path.parent.relative_to(REPO).parts) for path in (REPO / "motion_module").rglob("__init__.py")}
+    assert listed == found, (listed ^ found)  # the host adapters and scripts/ need a WebUI: not in the package
