@@ -11,44 +11,17 @@ Forge's data folder (the folders AnimateDiff may read).
 
 from __future__ import annotations
 
-import base64
-import io
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from PIL import Image
 
-from motion_module.video.metadata import ffmpeg_exe
+from tests.fixtures.controlnet_units import BAR_SIZE as SIZE
+from tests.fixtures.controlnet_units import api_unit, bar_frame, bar_frames_folder, lossless_video, png_b64
 from tests.webui.client import FRAMES_ONLY, WebUIClient, expect_error, frame_pixels, png_bytes, tiny_txt2img, videos
 
 from .conftest import ForgeSession
-
-SIZE = 64
-
-
-def frame(i: int) -> Image.Image:
-    """A control frame: a white bar whose position moves with ``i`` (strong, frame-specific control)."""
-    pixels = np.zeros((SIZE, SIZE, 3), dtype=np.uint8)
-    start = (i * 7) % (SIZE - 16)
-    pixels[:, start:start + 16] = 255
-    return Image.fromarray(pixels)
-
-
-def frames_folder(folder: Path, indices: list[int]) -> Path:
-    """frame(indices[0]), frame(indices[1])... saved as 0.png, 1.png... (unpadded: natural order matters)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for number, i in enumerate(indices):
-        frame(i).save(folder / f"{number}.png")
-    return folder
-
-
-def b64(image: Image.Image) -> str:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return base64.b64encode(buffer.getvalue()).decode()
 
 
 @pytest.fixture(scope="module")
@@ -67,9 +40,7 @@ def inputs(forge_session: ForgeSession) -> Path:
 
 
 def unit(model: str, **extra: Any) -> dict[str, Any]:
-    return {"enabled": True, "module": "None", "model": model, "weight": 1.0, "resize_mode": "Just Resize",
-            "processor_res": SIZE, "pixel_perfect": False, "control_mode": "Balanced", "save_detected_map": False,
-            **extra}
+    return api_unit(model, "None", **extra)
 
 
 def v2v(api: WebUIClient, ad: dict[str, Any], *units: dict[str, Any]) -> list[np.ndarray]:
@@ -84,8 +55,8 @@ def v2v(api: WebUIClient, ad: dict[str, Any], *units: dict[str, Any]) -> list[np
 def test_each_window_sees_exactly_its_frames_hints(api: WebUIClient, cn_model: str, inputs: Path) -> None:
     """12 frames, context 4, no overlap: windows 0-3, 4-7, 8-11 at every step. Two runs whose control frames differ
     only at frame 1: frame 1 changes, frames 8-11 never share a window with it and must be bit-identical."""
-    base = frames_folder(inputs / "k-base", list(range(12)))
-    changed = frames_folder(inputs / "k-changed", [0, 40, *range(2, 12)])
+    base = bar_frames_folder(inputs / "k-base", list(range(12)))
+    changed = bar_frames_folder(inputs / "k-changed", [0, 40, *range(2, 12)])
     ad = {"video_length": 12, "batch_size": 4, "overlap": 0}
     a = v2v(api, {**ad, "video_path": str(base)}, unit(cn_model))
     b = v2v(api, {**ad, "video_path": str(changed)}, unit(cn_model))
@@ -99,25 +70,14 @@ def test_each_frame_follows_its_own_hint(api: WebUIClient, cn_model: str, inputs
     """Motion scale 0 (frames independent), 8 frames in overlapping windows of 4: frame k of a video whose control
     frames all differ equals frame k of the video whose unit has frame k's image alone (one image, broadcast to
     every frame), for a frame in the first and one in the last window; and those two references differ."""
-    folder = frames_folder(inputs / "own-hints", list(range(8)))
+    folder = bar_frames_folder(inputs / "own-hints", list(range(8)))
     ad = {"video_length": 8, "batch_size": 4, "overlap": 2, "motion_scale": 0}
     video = v2v(api, {**ad, "video_path": str(folder)}, unit(cn_model))
     assert len(video) == 8
-    references = {k: v2v(api, ad, unit(cn_model, image=b64(frame(k))))[k] for k in (1, 6)}
+    references = {k: v2v(api, ad, unit(cn_model, image=png_b64(bar_frame(k))))[k] for k in (1, 6)}
     assert int(np.abs(references[1] - references[6]).max()) > 10, "the hints make no difference"
     for k, reference in references.items():
         assert int(np.abs(video[k] - reference).max()) <= 1, f"frame {k} did not get its own hint"
-
-
-def lossless_video(path: Path, count: int) -> Path:
-    """frame(0..count-1) as a lossless (FFV1) Matroska video at 12 fps: decoded, each frame is exactly frame(i)."""
-    folder = path.parent / f"{path.stem}-frames"
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in range(count):
-        frame(i).save(folder / f"{i:03d}.png")
-    subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-y", "-framerate", "12", "-i", str(folder / "%03d.png"),
-                    "-frames:v", str(count), "-c:v", "ffv1", str(path)], check=True, capture_output=True)
-    return path
 
 
 def test_video_source_and_a_units_own_batch_folder_give_the_frames_video(api: WebUIClient, cn_model: str,
@@ -125,10 +85,10 @@ def test_video_source_and_a_units_own_batch_folder_give_the_frames_video(api: We
     """The same six control frames from a frames folder (video_path), a lossless video (video_source) and the
     unit's own batch folder (Forge's ``batch_image_dir``, with a longer video_path beside it: the unit's folder
     wins and sets the length) give the same video, bit for bit."""
-    folder = frames_folder(inputs / "six", list(range(6)))
+    folder = bar_frames_folder(inputs / "six", list(range(6)))
     by_path = v2v(api, {"video_path": str(folder)}, unit(cn_model))
     by_source = v2v(api, {"video_source": str(lossless_video(inputs / "six.mkv", 6))}, unit(cn_model))
-    longer = frames_folder(inputs / "nine", [20 + i for i in range(9)])
+    longer = bar_frames_folder(inputs / "nine", [20 + i for i in range(9)])
     by_unit = v2v(api, {"video_path": str(longer)}, unit(cn_model, input_mode="batch", batch_image_dir=str(folder)))
     assert len(by_path) == len(by_source) == len(by_unit) == 6
     for k in range(6):
@@ -139,14 +99,14 @@ def test_video_source_and_a_units_own_batch_folder_give_the_frames_video(api: We
 def test_plain_txt2img_is_byte_identical_after_v2v(api: WebUIClient, plain_forge: ForgeSession, cn_model: str,
                                                    inputs: Path) -> None:
     reference = png_bytes(plain_forge.client().txt2img(**tiny_txt2img(seed=99)))
-    v2v(api, {"video_path": str(frames_folder(inputs / "restore", list(range(6))))}, unit(cn_model))
+    v2v(api, {"video_path": str(bar_frames_folder(inputs / "restore", list(range(6))))}, unit(cn_model))
     assert png_bytes(api.txt2img(**tiny_txt2img(seed=99))) == reference, "V2V left Forge changed"
-    v2v(api, {"video_length": 6}, unit(cn_model, image=b64(frame(3))))
+    v2v(api, {"video_length": 6}, unit(cn_model, image=png_b64(bar_frame(3))))
     assert png_bytes(api.txt2img(**tiny_txt2img(seed=99))) == reference, "a ControlNet unit left Forge changed"
 
 
 def test_clear_errors(api: WebUIClient, cn_model: str, inputs: Path) -> None:
-    short = frames_folder(inputs / "short", list(range(5)))
+    short = bar_frames_folder(inputs / "short", list(range(5)))
     args = {"enable": True, "model": "tiny_v2.safetensors", "format": ["GIF"], "video_length": 9, "batch_size": 4}
 
     def payload(ad: dict[str, Any]) -> dict[str, Any]:
@@ -171,7 +131,7 @@ def test_v2v_with_hires_freeinit_and_module_windows(api: WebUIClient, cn_model: 
     """Hires fix (the second pass gets ControlNet's hires-sized hints), FreeInit (ControlNet is patched into every
     sampling) and motion-module windows, with prompt travel: a video of the folder's length, other than the same
     request without the unit."""
-    folder = frames_folder(inputs / "hires", list(range(8)))
+    folder = bar_frames_folder(inputs / "hires", list(range(8)))
     ad: dict[str, Any] = {"video_path": str(folder), "overlap": 2}
     request: dict[str, Any] = dict(extra)
     if request.pop("freeinit", False):

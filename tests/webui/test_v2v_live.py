@@ -20,26 +20,15 @@ import pytest
 from PIL import Image
 
 from motion_module.video.metadata import ffmpeg_exe
+from tests.fixtures.controlnet_units import BAR_SIZE as SIZE
+from tests.fixtures.controlnet_units import api_unit, bar_frame, bar_frames_folder, lossless_video, png_b64
 
 from .client import WebUIClient, WebUIError, png_bytes, tiny_txt2img, videos
 from .launcher import WebUISession
 
-SIZE = 64
-
-
-def frame(i: int, size: int = SIZE) -> Image.Image:
-    """A control frame: a white bar whose position moves with ``i`` (strong, frame-specific control)."""
-    pixels = np.zeros((size, size, 3), dtype=np.uint8)
-    start = (i * 7) % (size - 16)
-    pixels[:, start:start + 16] = 255
-    return Image.fromarray(pixels)
-
 
 def frames_folder(folder: Path, count: int, offset: int = 0) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in range(count):
-        frame(i + offset).save(folder / f"{i}.png")  # unpadded names: natural order matters
-    return folder
+    return bar_frames_folder(folder, list(range(offset, offset + count)))
 
 
 def make_video(path: Path, count: int, *, rate: str = "30000/1001", audio: bool = True) -> Path:
@@ -64,9 +53,7 @@ def inputs(webui_session: WebUISession) -> Path:
 
 
 def unit(model: str, **extra: Any) -> dict[str, Any]:
-    return {"enabled": True, "module": "none", "model": model, "weight": 1.0, "resize_mode": "Just Resize",
-            "processor_res": SIZE, "pixel_perfect": False, "control_mode": "Balanced", "save_detected_map": False,
-            **extra}
+    return api_unit(model, "none", **extra)
 
 
 def v2v(ad: dict[str, Any], *units: dict[str, Any], **extra: Any) -> dict[str, Any]:
@@ -155,7 +142,7 @@ def test_each_window_sees_exactly_its_frames_hints(api: WebUIClient, cn_model: s
     """12 frames, context 4, no overlap, N: windows 0-3, 4-7, 8-11 at every step. Two runs whose control frames
     differ only at frame 1: frames 8-11 never share a window with it and must be bit-identical."""
     base, changed = frames_folder(inputs / "k-base", 12), frames_folder(inputs / "k-changed", 12)
-    frame(40).save(changed / "1.png")
+    bar_frame(40).save(changed / "1.png")
     ad = {"video_length": 12, "batch_size": 4, "overlap": 0, "format": ["PNG"]}
     a = _frames(api.post("/sdapi/v1/txt2img", v2v({**ad, "video_path": str(base)}, unit(cn_model))))
     b = _frames(api.post("/sdapi/v1/txt2img", v2v({**ad, "video_path": str(changed)}, unit(cn_model))))
@@ -170,14 +157,8 @@ def test_plain_txt2img_is_unchanged_by_controlnet_and_v2v(api: WebUIClient, cn_m
     before = png_bytes(api.txt2img(**tiny_txt2img(seed=99)))[0]
     api.post("/sdapi/v1/txt2img", v2v({"video_path": str(frames_folder(inputs / "restore", 6))}, unit(cn_model)))
     assert png_bytes(api.txt2img(**tiny_txt2img(seed=99)))[0] == before
-    api.post("/sdapi/v1/txt2img", v2v({"video_length": 6}, unit(cn_model, image=_b64(frame(3)))))
+    api.post("/sdapi/v1/txt2img", v2v({"video_length": 6}, unit(cn_model, image=png_b64(bar_frame(3)))))
     assert png_bytes(api.txt2img(**tiny_txt2img(seed=99)))[0] == before
-
-
-def _b64(image: Image.Image) -> str:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return base64.b64encode(buffer.getvalue()).decode()
 
 
 def _error(api: WebUIClient, payload: dict[str, Any]) -> str:
@@ -235,7 +216,7 @@ def test_img2img_batch_tab_makes_one_video_of_the_folder(api: WebUIClient, cn_mo
             pytest.skip("the test-only batch-tab route is not installed in this WebUI")
     folder = frames_folder(inputs / "batch-tab", 7)
     ad = {"enable": True, "model": "tiny_v2.safetensors", "format": ["GIF"], "video_length": 0, "batch_size": 4}
-    payload = {"init_images": [_b64(frame(0))], "denoising_strength": 0.7, "prompt": "a bar", "steps": 2,
+    payload = {"init_images": [png_b64(bar_frame(0))], "denoising_strength": 0.7, "prompt": "a bar", "steps": 2,
                "width": SIZE, "height": SIZE, "seed": 5, "sampler_name": "Euler", "cfg_scale": 7,
                "alwayson_scripts": {"AnimateDiff": {"args": [ad]}, "ControlNet": {"args": [unit(cn_model)]}}}
     response = api.post("/animatediff-test/img2img-batch", {"input_dir": str(folder), "payload": payload})
@@ -245,27 +226,6 @@ def test_img2img_batch_tab_makes_one_video_of_the_folder(api: WebUIClient, cn_mo
 
 
 # ----------------------------------------------------------------------------- frame selection
-def lossless_video(path: Path, count: int, rate: str, *, audio: bool = False) -> Path:
-    """frame(0..count-1) as a lossless (FFV1) Matroska video: decoded, each frame is exactly frame(i)."""
-    folder = path.parent / f"{path.stem}-frames"
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in range(count):
-        frame(i).save(folder / f"{i:03d}.png")
-    sound = ["-f", "lavfi", "-i", "sine=f=440:duration=10"] if audio else []
-    cmd = [ffmpeg_exe(), "-loglevel", "error", "-y", "-framerate", rate, "-i", str(folder / "%03d.png"), *sound,
-           "-frames:v", str(count), "-c:v", "ffv1", *(["-c:a", "flac"] if audio else []), str(path)]
-    subprocess.run(cmd, check=True, capture_output=True)
-    return path
-
-
-def picked_folder(folder: Path, indices: list[int]) -> Path:
-    """A frames folder holding exactly frame(indices[0]), frame(indices[1])... in that order."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for number, i in enumerate(indices):
-        frame(i).save(folder / f"{number}.png")
-    return folder
-
-
 def audio_seconds(data: bytes, tmp_path: Path) -> float:
     path = tmp_path / "audio.mp4"
     path.write_bytes(data)
@@ -292,9 +252,9 @@ def test_frame_selection_feeds_the_unit_exactly_the_selected_frames(api: WebUICl
     infotext = json.loads(response["info"])["infotexts"][0]
     assert "skip_first_frames: 2, select_every_nth: 3, frame_load_cap: 4" in infotext, infotext
     same = _frames(api.post("/sdapi/v1/txt2img", v2v({**ad, "format": ["PNG"], "video_path": str(
-        picked_folder(inputs / "picked", [2, 5, 8, 11]))}, unit(cn_model))))
+        bar_frames_folder(inputs / "picked", [2, 5, 8, 11]))}, unit(cn_model))))
     first = _frames(api.post("/sdapi/v1/txt2img", v2v({**ad, "format": ["PNG"], "video_path": str(
-        picked_folder(inputs / "first-four", [0, 1, 2, 3]))}, unit(cn_model))))
+        bar_frames_folder(inputs / "first-four", [0, 1, 2, 3]))}, unit(cn_model))))
     for k in range(4):
         np.testing.assert_array_equal(selected[k], same[k], err_msg=f"frame {k} did not get source frame {2 + 3 * k}")
     assert any(not np.array_equal(a, b) for a, b in zip(selected, first, strict=True))
@@ -310,7 +270,7 @@ def test_force_rate_resamples_by_timestamps_and_sets_the_rate(api: WebUIClient, 
     assert gif.n_frames == 6 and gif.info["duration"] in (120, 130)
     resampled = [np.asarray(Image.open(io.BytesIO(png)).convert("RGB")) for png in png_bytes(response)[1:]]
     expected = _frames(api.post("/sdapi/v1/txt2img", v2v({"format": ["PNG"], "batch_size": 4, "video_path": str(
-        picked_folder(inputs / "rate-picked", [0, 1, 3, 4, 6, 7]))}, unit(cn_model))))
+        bar_frames_folder(inputs / "rate-picked", [0, 1, 3, 4, 6, 7]))}, unit(cn_model))))
     assert len(resampled) == len(expected) == 6
     for k in range(6):
         np.testing.assert_array_equal(resampled[k], expected[k], err_msg=f"frame {k}")
