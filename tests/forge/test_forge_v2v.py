@@ -40,7 +40,7 @@ def inputs(forge_session: ForgeSession) -> Path:
 
 
 def unit(model: str, **extra: Any) -> dict[str, Any]:
-    return api_unit(model, "None", **extra)
+    return api_unit(model, extra.pop("module", "None"), **extra)
 
 
 def v2v(api: WebUIClient, ad: dict[str, Any], *units: dict[str, Any]) -> list[np.ndarray]:

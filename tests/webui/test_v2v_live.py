@@ -53,7 +53,7 @@ def inputs(webui_session: WebUISession) -> Path:
 
 
 def unit(model: str, **extra: Any) -> dict[str, Any]:
-    return api_unit(model, "none", **extra)
+    return api_unit(model, extra.pop("module", "none"), **extra)
 
 
 def v2v(ad: dict[str, Any], *units: dict[str, Any], **extra: Any) -> dict[str, Any]:
