@@ -16,6 +16,7 @@ from PIL import Image
 
 from animatediff_hosts.a1111 import I2I_BATCH_ATTR  # read there by video_input
 from motion_module.core.patch import Changes
+from motion_module.core.request_guard import undo_on_close
 from motion_module.params.request import from_script_args, script_slice
 from motion_module.video.input import read_frame_folder
 
@@ -39,15 +40,13 @@ def _load(path: Path) -> Image.Image:
 def animatediff_i2i_batch(p: Any, input: Any, output_dir: str = "", *args: Any, **kwargs: Any) -> Any:
     """One video from the batch input: a folder (natural order) or the uploaded files (in their order)."""
     files = read_frame_folder(input) if isinstance(input, str) else [Path(getattr(f, "name", f)) for f in input]
-    edits = Changes()  # p as WebUI's own batch loop sets it up, put back once the video is made
-    try:
-        edits.set_attribute(p, "init_images", [_load(path) for path in files])
-        edits.set_attribute(p, I2I_BATCH_ATTR, Path(input) if isinstance(input, str) else files[0].parent)
-        if output_dir and output_dir.strip():
-            edits.set_attribute(p, "outpath_samples", output_dir.strip())
-        return processing.process_images(p)
-    finally:
-        edits.undo()
+    edits = Changes()  # p set up as WebUI's own batch loop does, put back when WebUI closes p
+    edits.set_attribute(p, "init_images", [_load(path) for path in files])
+    edits.set_attribute(p, I2I_BATCH_ATTR, Path(input) if isinstance(input, str) else files[0].parent)
+    if output_dir and output_dir.strip():
+        edits.set_attribute(p, "outpath_samples", output_dir.strip())
+    undo_on_close(p, edits)
+    return processing.process_images(p)
 
 
 def _process_batch(p: Any, *args: Any, **kwargs: Any) -> Any:

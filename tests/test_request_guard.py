@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from motion_module.core.patch import Changes
-from motion_module.core.request_guard import GUARD_ATTR, drop_copied_guard, guard
+from motion_module.core.request_guard import GUARD_ATTR, drop_copied_guard, guard, undo_on_close
 
 
 class Model:
@@ -154,3 +154,19 @@ def test_installed_once_and_a_copy_runs_as_the_host_made_it() -> None:
     other.install()  # a copy guarded for itself: its own refusal, its own sampler
     with pytest.raises(ValueError, match="refused"):
         other.p.setup_prompts()
+
+
+def test_owners_stacked_on_close_are_undone_newest_first() -> None:
+    """The img2img Batch tab's set-up (its own owner, undone at close) under a request that edits the same field."""
+    request = Request(P(Model()))
+    p = request.p
+    before = dict(vars(p))
+    batch_tab = Changes()
+    batch_tab.set_attribute(p, "init_images", ["frame 0", "frame 1", "frame 2"])
+    undo_on_close(p, batch_tab)
+    process = request.install
+    process()
+    request.edits.set_attribute(p, "init_images", p.init_images[:2])  # the request keeps the video's frames
+    p.close()
+    assert vars(p).keys() - {"log"} == before.keys() - {"log"} and "init_images" not in vars(p)
+    assert p.log == ["close"] and not batch_tab.active and not request.edits.active

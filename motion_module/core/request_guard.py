@@ -46,14 +46,13 @@ def guard(p: Any, edits: Changes, refusal: Callable[[], BaseException | None],
     ``refusal()``: the error found before sampling, or None; raised from ``p.setup_prompts`` and, if it is set
     later, from ``p.sample``. ``sample(call)``: runs the batch, ``call()`` being WebUI's own ``p.sample`` with
     the arguments it got. ``failed(error)``: called with any exception out of ``p.sample`` before it
-    propagates: record it and end the request as a finished one is ended. ``p.close()`` (WebUI calls it when
-    the request is over, whatever happened) closes the request as WebUI does, then undoes ``edits``: every
-    edit of ``p``, these wrappers included.
+    propagates: record it and end the request as a finished one is ended. ``p.close()`` undoes ``edits``: every
+    edit of ``p``, these wrappers included (:func:`undo_on_close`).
     """
     drop_copied_guard(p)
     if vars(p).get(GUARD_ATTR) == id(p):
         return
-    setup_prompts, original_sample, close = p.setup_prompts, p.sample, p.close
+    setup_prompts, original_sample = p.setup_prompts, p.sample
 
     def guarded_setup_prompts(*args: Any, **kwargs: Any) -> Any:
         error = refusal()
@@ -74,15 +73,26 @@ def guard(p: Any, edits: Changes, refusal: Callable[[], BaseException | None],
                 logger.exception("AnimateDiff: ending the failed request")
             raise
 
-    def guarded_close(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return close(*args, **kwargs)
-        finally:
-            edits.undo()
-
-    for name, wrapper in (("setup_prompts", guarded_setup_prompts), ("sample", guarded_sample),
-                          ("close", guarded_close), (GUARD_ATTR, id(p))):
+    for name, wrapper in (("setup_prompts", guarded_setup_prompts), ("sample", guarded_sample)):
         edits.set_attribute(p, name, wrapper)
+    undo_on_close(p, edits)
+    edits.set_attribute(p, GUARD_ATTR, id(p))
 
 
-__all__ = ["GUARD_ATTR", "drop_copied_guard", "guard"]
+def undo_on_close(p: Any, edits: Changes) -> None:
+    """``p.close()`` (WebUI calls it when the request is over, whatever happened) first undoes ``edits``, newest
+    first and this wrapper included, then closes ``p`` as before. Owners stacked this way (the img2img Batch tab's
+    set-up, then the request's own edits) are undone in reverse order of their making."""
+    close = p.close
+
+    def closing(*args: Any, **kwargs: Any) -> Any:
+        try:
+            edits.undo()
+        except Exception:  # the request is over: WebUI's own close must still run
+            logger.exception("AnimateDiff: undoing the request's edits of p")
+        return close(*args, **kwargs)
+
+    edits.set_attribute(p, "close", closing)
+
+
+__all__ = ["GUARD_ATTR", "drop_copied_guard", "guard", "undo_on_close"]
