@@ -24,7 +24,6 @@ from motion_module.core.injection import level_channels
 from motion_module.core.latent_init import img2gif_latents
 from motion_module.core.patch import Changes, Host, HostPatch, animatediff_patch
 from motion_module.core.run import HostState
-from motion_module.errors import IncompatibleModelError
 from motion_module.files import lora
 from motion_module.files.lora import MotionLora
 from motion_module.files.model_files import list_motion_modules, model_root
@@ -155,16 +154,14 @@ class A1111Host:
     def unet(self, sd_model: Any) -> nn.Module | None:
         return sd_unet(sd_model)
 
-    def state(self, p: Any, sd_model: Any) -> HostState:
-        return host_state(p, sd_model, self.unet(sd_model))
-
     def facts(self, p: Any) -> HostFacts:
         from modules import devices
 
         from motion_module.core.session import HostFacts
 
         model = self.loaded_model(p)
-        state, unet = self.state(p, model), self.unet(model)
+        unet = self.unet(model)
+        state = host_state(p, model, unet)
         return HostFacts(  # fp8_storage: a request's override is applied by WebUI only after before_process
             state, prompt=p.prompt if isinstance(p.prompt, str) else "", n_iter=int(p.n_iter),
             steps=int(p.steps or 20), cfg_scale=float(p.cfg_scale), sampler=str(p.sampler_name or ""),
@@ -180,9 +177,6 @@ class A1111Host:
 
         return video_input(p, params, settings.input_roots(self.opt, Path(paths.data_path)), edits)
 
-    def check_module(self, spec: Any) -> None:
-        """Every family runs on A1111."""
-
     # ----- sampling ---------------------------------------------------------------------------------
     def motion_loras(self, p: Any) -> list[tuple[MotionLora, float]]:
         """The motion LoRAs of the prompt (loaded by WebUI's Lora extension as empty networks)."""
@@ -190,8 +184,7 @@ class A1111Host:
 
     def model_patch(self, p: Any, request: Request) -> AbstractContextManager[HostPatch]:
         plan = request.planned
-        if request.module is None:
-            raise IncompatibleModelError("AnimateDiff: the request has no motion module")
+        assert request.module is not None
         host = Host(unet=p.sd_model.model.diffusion_model, schedule_owner=p.sd_model)
         return animatediff_patch(host, request.module, plan.context, plan.schedule.alphas_cumprod(),
                                  plan.motion_scales(), self.motion_loras(p))

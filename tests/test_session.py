@@ -125,9 +125,6 @@ class FakeHost:
         self.calls.append("video_input")
         return VideoToVideo({}, 0)
 
-    def check_module(self, spec: Any) -> None:
-        self.calls.append("check_module")
-
     def model_patch(self, p: Any, request: session.Request) -> AbstractContextManager[HostPatch]:
         self.calls.append("model_patch")
         plan = request.planned
@@ -237,7 +234,7 @@ def test_a_request_plans_once_runs_each_hook_once_and_gives_the_engines_result(h
     with torch.no_grad():
         processed = process_images(p, host, ARGS)
     del vars(p)["sample"]
-    assert host.calls == ["facts", "video_input", "check_module", "model_patch", "prepare_sampling",
+    assert host.calls == ["facts", "video_input", "model_patch", "prepare_sampling",
                           *["on_denoiser", "before_every_sampling"] * STEPS, "video_job"]
     assert seen["batch"] == FRAMES and seen["saved"] is True and "context: 4" in seen["entry"]
     assert seen["plan"] is seen["plan_after"]  # planned once, in before_process

@@ -37,10 +37,9 @@ from motion_module.core.model import MotionModule
 from motion_module.core.patch import Changes, HostPatch
 from motion_module.core.request_guard import drop_copied_guard, guard
 from motion_module.core.run import HostState, RunPlan, check_host, prepare_request
-from motion_module.files.spec import MotionModuleSpec
 from motion_module.params.fields import XYZ_ATTRIBUTE
 from motion_module.params.infotext import INFOTEXT_KEY
-from motion_module.params.request import AnimateDiffParams, from_script_args
+from motion_module.params.request import AnimateDiffParams, from_script_args, selectable_script_runs
 from motion_module.video.publish import VideoJob, publish_videos, report
 
 logger = logging.getLogger("animatediff")
@@ -78,9 +77,6 @@ class HostAdapter(Protocol):
 
     def video_input(self, p: Any, params: AnimateDiffParams, edits: Changes) -> VideoToVideo:
         """ControlNet units, video source and img2img batch frames (``p``'s edits through ``edits``)."""
-
-    def check_module(self, spec: MotionModuleSpec) -> None:
-        """Refuse a motion-module family this host cannot run."""
 
     def model_patch(self, p: Any, request: Request) -> AbstractContextManager[HostPatch]:
         """The one owner of this sampling's host changes (motion modules, schedule, motion LoRAs)."""
@@ -138,7 +134,6 @@ class Request:
             base=facts.base, cached=facts.cached, channels=facts.channels, model_root=facts.model_root,
             scheduler=facts.scheduler, steps=facts.steps, cfg_scale=facts.cfg_scale, dtype=facts.dtype,
             sampler=facts.sampler, fp8_storage=facts.fp8_storage)
-        self.host.check_module(ready.module.spec)
         self.module, self.plan = ready.module, ready.plan
         edit = self.edits.set_attribute
         edit(p, "batch_size", ready.plan.frames)
@@ -223,8 +218,6 @@ class Request:
 
 def job_for_api(p: Any) -> bool:
     """The request came over the API and is not an X/Y/Z plot's (whose cells are images)."""
-    from motion_module.params.request import selectable_script_runs
-
     return bool(getattr(p, "is_api", False)) and not selectable_script_runs(p.script_args)
 
 
