@@ -172,10 +172,14 @@ class A1111Host:
             fp8_storage=p.override_settings.get("fp8_storage", self.opt("fp8_storage")),
             cached=bool(self.opt("animatediff_keep_models")))
 
-    def video_input(self, p: Any, params: AnimateDiffParams, edits: Changes) -> controlnet.VideoToVideo:
+    def input_roots(self) -> list[Path]:
+        """The folders a request's paths may name (Settings, and WebUI's data folder)."""
         from modules import paths
 
-        return video_input(p, params, settings.input_roots(self.opt, Path(paths.data_path)), edits)
+        return settings.input_roots(self.opt, Path(paths.data_path))
+
+    def video_input(self, p: Any, params: AnimateDiffParams, edits: Changes) -> controlnet.VideoToVideo:
+        return video_input(p, params, self.input_roots(), edits)
 
     # ----- sampling ---------------------------------------------------------------------------------
     def motion_loras(self, p: Any) -> list[tuple[MotionLora, float]]:

@@ -9,8 +9,8 @@ the clone:
 
 * a block-inner modifier that runs each site's motion module on the output of the layer before the site
   (:func:`injection.after_layers`): the same computation as inserting it;
-* a UNet function wrapper that runs :meth:`RunPlan.denoise` (context windows, motion-module windows, per-frame
-  motion scales), chained over a wrapper another extension set;
+* a UNet function wrapper that runs the request's windows (:meth:`session.Request.denoise`: context windows,
+  motion-module windows, per-frame motion scales), chained over a wrapper another extension set;
 * the motion module as an extra torch module (``cast_to_unet_dtype=False``), so Forge's memory manager moves it;
 * for V1 and HotShot-XL (``spec.cross_frame_groupnorm``), a group-norm wrapper: the ResBlocks' and the output's
   GroupNorm pool their statistics over the frames of each video (:func:`injection.group_norm_across_frames`).
@@ -71,7 +71,6 @@ from motion_module.files.lora import (
     prompt_motion_loras,
     read_spatial_lora,
 )
-from motion_module.params import settings
 
 if TYPE_CHECKING:
     from motion_module.core.session import Request
@@ -243,9 +242,7 @@ class ForgeHost(A1111Host):
         return forge_unet(sd_model)
 
     def video_input(self, p: Any, params: AnimateDiffParams, edits: Changes) -> VideoToVideo:
-        from modules import paths
-
-        return video_input(p, params, settings.input_roots(self.opt, Path(paths.data_path)), edits)
+        return video_input(p, params, self.input_roots(), edits)
 
     def model_patch(self, p: Any, request: Request) -> AbstractContextManager[HostPatch]:
         plan = request.planned
