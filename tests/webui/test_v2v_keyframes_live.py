@@ -30,6 +30,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.fixtures.controlnet_units import api_unit
+
 from .client import WebUIClient, WebUIError, png_bytes, tiny_txt2img
 from .launcher import WebUISession
 
@@ -64,9 +66,7 @@ def inputs(webui_session: WebUISession) -> Path:
 
 
 def unit(model: str, batch_images: str, **extra: Any) -> dict[str, Any]:
-    return {"enabled": True, "module": "none", "model": model, "weight": 1.0, "resize_mode": "Just Resize",
-            "processor_res": SIZE, "pixel_perfect": False, "control_mode": "Balanced", "save_detected_map": False,
-            "input_mode": "batch", "batch_images": batch_images, **extra}
+    return api_unit(model, "none", input_mode="batch", batch_images=batch_images, **extra)
 
 
 def request(*units: dict[str, Any], video_length: int = FRAMES) -> dict[str, Any]:
