@@ -66,7 +66,7 @@ def inputs(webui_session: WebUISession) -> Path:
 
 
 def unit(model: str, batch_images: str, **extra: Any) -> dict[str, Any]:
-    return api_unit(model, "none", input_mode="batch", batch_images=batch_images, **extra)
+    return api_unit(model, extra.pop("module", "none"), input_mode="batch", batch_images=batch_images, **extra)
 
 
 def request(*units: dict[str, Any], video_length: int = FRAMES) -> dict[str, Any]:
