@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,15 +24,13 @@ from motion_module.core.injection import level_channels
 from motion_module.core.latent_init import img2gif_latents
 from motion_module.core.patch import Changes, Host, HostPatch, animatediff_patch
 from motion_module.core.run import HostState
+from motion_module.core.session import HostFacts, Request
 from motion_module.files import lora
 from motion_module.files.lora import MotionLora
 from motion_module.files.model_files import list_motion_modules, model_root
 from motion_module.params import settings
 from motion_module.params.request import AnimateDiffParams, alwayson_script
 from motion_module.video.publish import InterpHost, VideoJob, video_job
-
-if TYPE_CHECKING:
-    from motion_module.core.session import HostFacts, Request
 
 I2I_BATCH_ATTR = "animatediff_i2i_batch_dir"  # set by scripts/animatediff_i2ibatch.py
 
@@ -134,9 +132,6 @@ class A1111Host:
     def list_models(self) -> list[str]:
         return list_motion_modules(self.models_root())
 
-    def max_rows(self) -> int | None:
-        return settings.max_rows(self.opt)
-
     def task(self) -> object:
         from modules import shared
 
@@ -157,8 +152,6 @@ class A1111Host:
     def facts(self, p: Any) -> HostFacts:
         from modules import devices
 
-        from motion_module.core.session import HostFacts
-
         model = self.loaded_model(p)
         unet = self.unet(model)
         state = host_state(p, model, unet)
@@ -170,7 +163,7 @@ class A1111Host:
             channels=tuple(level_channels(unet)) if unet is not None and not state.no_unet else (),
             model_root=self.models_root(), device=devices.device, dtype=devices.dtype_unet,
             fp8_storage=p.override_settings.get("fp8_storage", self.opt("fp8_storage")),
-            cached=bool(self.opt("animatediff_keep_models")))
+            cached=bool(self.opt("animatediff_keep_models")), max_rows=settings.max_rows(self.opt))
 
     def input_roots(self) -> list[Path]:
         """The folders a request's paths may name (Settings, and WebUI's data folder)."""

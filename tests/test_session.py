@@ -156,9 +156,6 @@ class FakeHost:
     def interrupted(self) -> bool:
         return False
 
-    def max_rows(self) -> int | None:
-        return None
-
 
 ARGS = {"enable": True, "model": "mm_v2.safetensors", "video_length": FRAMES, "context": 4, "overlap": 1,
         "closed_loop": "N", "format": ["GIF"]}

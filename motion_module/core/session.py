@@ -64,6 +64,7 @@ class HostFacts:
     dtype: Any = None
     fp8_storage: object = None
     cached: bool = True  # keep loaded modules between requests
+    max_rows: int | None = None  # the most latent rows per UNet call (Settings), or None
 
 
 class HostAdapter(Protocol):
@@ -99,9 +100,6 @@ class HostAdapter(Protocol):
     def interrupted(self) -> bool:
         """The user pressed Interrupt."""
 
-    def max_rows(self) -> int | None:
-        """The most latent rows per UNet call (Settings), or None."""
-
 
 @dataclass
 class Request:
@@ -110,6 +108,7 @@ class Request:
     params: AnimateDiffParams
     host: HostAdapter
     edits: Changes = field(default_factory=Changes)  # every edit of p, undone at p.close()
+    facts: HostFacts | None = None
     plan: RunPlan | None = None
     module: MotionModule | None = None
     original_prompt: str | None = None
@@ -123,7 +122,7 @@ class Request:
     # ----- before_process: plan once ----------------------------------------------------------------
     def prepare(self, p: Any) -> None:
         """Plan the request and set it up in ``p``; an error is the request's refusal."""
-        facts = self.host.facts(p)
+        facts = self.facts = self.host.facts(p)
         check_host(facts.state, self.params)
         self.v2v = self.host.video_input(p, self.params, self.edits)
         if self.v2v.frames:
@@ -193,9 +192,9 @@ class Request:
         """One sampler call over the request's windows, wired to the motion modules of the patch in progress."""
         if self.error is not None:
             raise self.error
-        assert self.patch is not None, "denoise runs inside Request.sample"
+        assert self.patch is not None and self.facts is not None, "denoise runs inside Request.sample"
         return self.planned.denoise(unet, x, sigma, cond, step=self.step, frames=self.patch.injection,
-                                    max_rows=self.host.max_rows(), on_frames=on_frames)
+                                    max_rows=self.facts.max_rows, on_frames=on_frames)
 
     def record(self, error: BaseException) -> None:
         """An error in a hook WebUI would swallow: raised from ``p.sample`` instead."""
