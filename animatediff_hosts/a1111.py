@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import importlib
+import os
 import sys
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
@@ -88,6 +89,59 @@ def img2gif(p: Any, params: AnimateDiffParams, patch: HostPatch, opt: Callable[.
     latents = img2gif_latents(p.init_latent, params, seed=int(p.seeds[0]), last=last)
     if latents is not None:
         patch.set_attribute(p, "init_latent", latents)
+
+
+def lora_loader(original: Any) -> Any:
+    """The Lora extension's ``networks.load_network(name, network_on_disk)`` for AnimateDiff's LoRA files (installed
+    once by scripts/animatediff_lora.py, ``A1111Host.wrap_lora_loader``): a motion LoRA loads as an empty network
+    (AnimateDiff merges it into the motion module in its run), the V3 adapter's tensors are read safely and matched
+    to the UNet's layers as the extension matches any file; every other file goes to ``original``."""
+
+    def load_network(name: str, network_on_disk: Any) -> Any:
+        kind = lora.lora_kind(network_on_disk.filename)
+        if kind is None:  # an ordinary LoRA (or anything else): WebUI's own loader, as without this extension
+            return original(name, network_on_disk)
+        net = sys.modules["network"].Network(name, network_on_disk)
+        net.mtime = os.path.getmtime(network_on_disk.filename)
+        if kind == lora.SPATIAL:
+            _add_modules(net, lora.read_spatial_lora(network_on_disk.filename))
+        return net  # a motion LoRA: nothing for the spatial UNet
+
+    return load_network
+
+
+def _add_modules(net: Any, tensors: dict[str, Any]) -> None:
+    """Match renamed keys to the UNet's layers as the Lora extension matches a file's keys."""
+    from modules import shared
+
+    networks, network, sd_model = sys.modules["networks"], sys.modules["network"], shared.sd_model
+    if not hasattr(sd_model, "network_layer_mapping"):
+        networks.assign_network_names_to_compvis_modules(sd_model)
+    mapping, matched, unmatched = sd_model.network_layer_mapping, dict[str, Any](), list[str]()
+    is_sd2 = "model_transformer_resblocks" in mapping
+    for key, tensor in tensors.items():
+        layer_name, _, part = key.partition(".")
+        sd_key = networks.convert_diffusers_name_to_compvis(layer_name, is_sd2)
+        layer = mapping.get(sd_key)
+        if not _fits(tensor, part, getattr(layer, "weight", None)):
+            unmatched.append(key)
+            continue
+        matched.setdefault(sd_key, network.NetworkWeights(network_key=key, sd_key=sd_key, w={}, sd_module=layer))
+        matched[sd_key].w[part] = tensor
+    if unmatched:
+        raise ValueError(f"{net.name}: {len(unmatched)} of {len(tensors)} tensors fit no layer of the loaded "
+                         f"checkpoint (e.g. {unmatched[0]}); this LoRA is made for another base model (the V3 "
+                         "adapter: SD1.5)")
+    for sd_key, weights in matched.items():
+        net.modules[sd_key] = next(m for t in networks.module_types if (m := t.create_module(net, weights)))
+
+
+def _fits(tensor: Any, part: str, weight: Any) -> bool:
+    """A LoRA part fits a layer's weight: down ``(rank, in)``, up ``(out, rank)``; ``alpha`` fits any layer."""
+    if weight is None:
+        return False
+    return part == "alpha" or tensor.shape[1 if part == "lora_down.weight" else 0] == \
+        weight.shape[1 if part == "lora_down.weight" else 0]
 
 
 def sd_unet(sd_model: Any) -> nn.Module | None:
@@ -175,6 +229,11 @@ class A1111Host:
         return video_input(p, params, self.input_roots(), edits)
 
     # ----- sampling ---------------------------------------------------------------------------------
+    def wrap_lora_loader(self, networks: Any) -> Callable[[], None] | None:
+        """Wrap the Lora extension's file loader (its ``networks`` module, None when it is off) for AnimateDiff's
+        LoRA files, once; the undo, or None when nothing was wrapped (``lora.wrap_lora_loader``)."""
+        return lora.wrap_lora_loader(networks, lora_loader)
+
     def motion_loras(self, p: Any) -> list[tuple[MotionLora, float]]:
         """The motion LoRAs of the prompt (loaded by WebUI's Lora extension as empty networks)."""
         return lora.active_motion_loras(sys.modules.get("networks"), cached=bool(self.opt("animatediff_keep_models")))
@@ -242,5 +301,5 @@ class A1111Host:
                                                                   Path(paths.models_path), progress))
 
 
-__all__ = ["I2I_BATCH_ATTR", "A1111Host", "controlnet_script", "host_state", "img2gif", "sd_unet", "units_video_input",
-           "video_input"]
+__all__ = ["I2I_BATCH_ATTR", "A1111Host", "controlnet_script", "host_state", "img2gif", "lora_loader", "sd_unet",
+           "units_video_input", "video_input"]

@@ -70,6 +70,7 @@ from motion_module.files.lora import (
     lora_kind,
     prompt_motion_loras,
     read_spatial_lora,
+    wrap_lora_loader,
 )
 
 if TYPE_CHECKING:
@@ -249,6 +250,10 @@ class ForgeHost(A1111Host):
         assert request.module is not None
         return forge_patch(p.sd_model, request.module, plan.context, plan.schedule.alphas_cumprod(),
                            plan.motion_scales(), self.motion_loras(p))
+
+    def wrap_lora_loader(self, networks: Any) -> Callable[[], None] | None:
+        """Forge's Lora extension reads the files in ``load_lora_state_dict``: :func:`lora_reader` goes there."""
+        return wrap_lora_loader(networks, lora_reader, LORA_READER)
 
     def motion_loras(self, p: Any) -> list[tuple[MotionLora, float]]:
         """The prompt's motion LoRAs with their UNet strengths (Forge's Lora extension keeps no strengths)."""
