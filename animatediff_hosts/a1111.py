@@ -261,16 +261,21 @@ class A1111Host:
         request.patch.wrap_forward(denoiser.inner_model, lambda inner: self._windowed(inner, denoiser, request))
 
     def _windowed(self, inner: Any, denoiser: Any, request: Request) -> Callable[..., Tensor]:
+        """The inner model's forward over the request's windows, each call given its frames' ControlNet hints (the
+        slicer is made in the first call, after ControlNet's process() built the hints, and ends with the patch)."""
         from modules import devices
 
+        hints: controlnet.HintSlicer | None = None
+
         def forward(x: Tensor, sigma: Any, **kwargs: Any) -> Tensor:
-            if request.hints is None:  # ControlNet's hints (built in its process()), per frame on the CPU
+            nonlocal hints
+            if hints is None:  # ControlNet's hints (built in its process()), per frame on the CPU
                 assert request.patch is not None
                 network = getattr(controlnet_script(denoiser.p), "latest_network", None)
-                request.hints = request.patch.enter(controlnet.HintSlicer(
+                hints = request.patch.enter(controlnet.HintSlicer(
                     getattr(network, "control_params", None) or [], request.planned.frames,
                     devices.get_device_for("controlnet")))
-            hints, cond = request.hints, kwargs.pop("cond", None)
+            cond = kwargs.pop("cond", None)
             try:
                 return request.denoise(lambda xs, ss, cs: inner(xs, ss, cond=cs, **kwargs), x, sigma, cond,
                                        on_frames=hints.select if hints.sliced else None)

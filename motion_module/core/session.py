@@ -29,7 +29,7 @@ from typing import Any, Protocol
 
 from torch import Tensor
 
-from motion_module.control.controlnet import HintSlicer, VideoToVideo
+from motion_module.control.controlnet import VideoToVideo
 from motion_module.core import nesting
 from motion_module.core.freeinit import FreeInitConfig, freeinit_sample
 from motion_module.core.freenoise import noise_source
@@ -115,7 +115,6 @@ class Request:
     error: BaseException | None = None
     patch: HostPatch | None = None
     v2v: VideoToVideo = field(default_factory=lambda: VideoToVideo({}, 0))
-    hints: HintSlicer | None = None  # A1111: ControlNet's hints, sliced per window (made in the first call)
     notes: list[str] = field(default_factory=list)
     step: int = 0  # the sampler's step of the call in progress
 
@@ -148,7 +147,7 @@ class Request:
     def sample(self, p: Any, call: Callable[[], Any]) -> Any:
         """WebUI's sampling ``call()`` with the motion modules in the model, and everything it needs."""
         with self.host.model_patch(p, self) as patch:
-            self.patch, self.hints = patch, None
+            self.patch = patch
             try:
                 self.host.prepare_sampling(p, self, patch)
                 plan = self.planned
@@ -158,7 +157,7 @@ class Request:
                     return self.raising(lambda: self._freeinit(p, patch, call))
                 return self.raising(call)
             finally:
-                self.patch = self.hints = None
+                self.patch = None
 
     @property
     def planned(self) -> RunPlan:
